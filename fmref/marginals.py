@@ -1,0 +1,212 @@
+"""The exact marginal path p_t = Σ_k π_k N(α_t μ_k, α_t² Σ_k + β_t² I) and everything it implies.
+
+For Gaussian-mixture p_data and the Gaussian conditional path every object of flow matching is
+closed form (DESIGN.md §4): density, score, marginal vector field u_t, its Jacobian and
+divergence, ∂_t log p_t, and the posterior over z. All are evaluated in each component's
+eigenbasis, chunked over points so temporaries stay within the memory budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, final
+
+from . import _gmm
+from ._xp import Array, chunks, concat_rows, device, memory_budget, points, times
+from .mixtures import GaussianMixture, _like, rng_from
+from .paths import GaussianPath
+from .schedules import Schedule, ScheduleValues
+
+__all__ = ["QUANTITIES", "MarginalPath"]
+
+#: Names accepted by :meth:`MarginalPath.evaluate`.
+QUANTITIES = (
+    "log_prob",
+    "score",
+    "vector_field",
+    "divergence",
+    "jacobian",
+    "dlog_prob_dt",
+    "responsibilities",
+    "x_hat",
+    "eps_hat",
+    "posterior_cov_trace",
+)
+
+
+@final
+class MarginalPath:
+    """Exact marginal probability path of ``data`` under the conditional ``path``.
+
+    Parameters
+    ----------
+    data : GaussianMixture, p_data.
+    path : GaussianPath or Schedule (wrapped in a GaussianPath).
+    memory_budget : bytes of temporaries per evaluation; default ``$FMREF_MEMORY_BUDGET`` or
+        256 MiB. Rows are processed in chunks sized from n, k, d and the dtype.
+
+    Every method takes x of shape (n, d) (float32 or float64, any array-API namespace) and t a
+    float or an (n,) array in [0, 1], and returns arrays of x's namespace, device and dtype.
+    Valid wherever S_k = α_t² Σ_k + β_t² I is invertible: all of [0, 1] for positive-definite
+    Σ_k, t < 1 for Dirac (empirical) or degenerate data.
+    """
+
+    def __init__(
+        self,
+        data: GaussianMixture,
+        path: GaussianPath | Schedule,
+        *,
+        memory_budget: int | None = None,
+    ) -> None:
+        if not isinstance(data, GaussianMixture):
+            raise TypeError(f"data must be a GaussianMixture, got {type(data).__name__}")
+        if isinstance(path, Schedule):
+            path = GaussianPath(path)
+        if not isinstance(path, GaussianPath):
+            raise TypeError(f"path must be a GaussianPath or Schedule, got {type(path).__name__}")
+        self.data = data
+        self.path = path
+        self.schedule = path.schedule
+        self._budget = None if memory_budget is None else _check_budget(memory_budget)
+        self._singular = bool((data.eigenvalues == 0).any())
+
+    @property
+    def dim(self) -> int:
+        return self.data.dim
+
+    def __repr__(self) -> str:
+        return f"MarginalPath({self.data!r}, {self.schedule!r})"
+
+    # -- the engine -----------------------------------------------------------------------
+    def evaluate(self, x: Any, t: Any, quantities: Iterable[str]) -> dict[str, Array]:
+        """Evaluate several quantities in one pass (sharing rotations and responsibilities).
+
+        ``quantities`` is a subset of :data:`QUANTITIES`; returns a dict name → array.
+        """
+        want = tuple(quantities)
+        bad = [q for q in want if q not in QUANTITIES]
+        if bad or not want:
+            raise ValueError(f"quantities must be a nonempty subset of {QUANTITIES}, got {bad}")
+        x, xp = points(x, self.dim)
+        n, d = x.shape
+        tt = times(t, n, xp, x.dtype, device(x))
+        sv = self.schedule(tt)
+        self._check_valid(sv, xp, want)
+        p = self.data.params(xp, device(x), x.dtype)
+        k = self.data.n_components
+        per_row = 12 * k * d
+        if "jacobian" in want:
+            per_row += (4 * k * d * d if self.data.kind == "full" else 2 * k * d) + 3 * d * d
+        item = 4 if x.dtype == xp.float32 else 8
+        out: dict[str, list[Array]] = {q: [] for q in want}
+        for sl in chunks(n, per_row * item, self._budget):
+            tm = _gmm.compute(p, x[sl, ...], sv.alpha[sl], sv.beta[sl], xp)
+            for q, val in _quantities(tm, sv, sl, want, xp).items():
+                out[q].append(val)
+        return {q: concat_rows(v, xp) for q, v in out.items()}
+
+    def _check_valid(self, sv: ScheduleValues, xp: Any, want: tuple[str, ...]) -> None:
+        if self._singular and not bool(xp.all(sv.beta > 0)):
+            raise ValueError(
+                f"t: p_data has singular covariances ({self.data.kind} data), so p_t is not a "
+                "density where β_t = 0 (t = 1); use t < 1"
+            )
+        needs_dot = {"vector_field", "divergence", "jacobian", "dlog_prob_dt"}
+        if needs_dot & set(want):
+            ok = xp.all(xp.isfinite(sv.alpha_dot)) & xp.all(xp.isfinite(sv.beta_beta_dot))
+            if not bool(ok):
+                raise ValueError(f"t: {self.schedule!r} has an infinite α̇ or ββ̇ at some t")
+
+    def _one(self, x: Any, t: Any, name: str) -> Array:
+        return self.evaluate(x, t, (name,))[name]
+
+    # -- public quantities ----------------------------------------------------------------
+    def log_prob(self, x: Any, t: Any) -> Array:
+        """log p_t(x), shape (n,)."""
+        return self._one(x, t, "log_prob")
+
+    def score(self, x: Any, t: Any) -> Array:
+        """∇ log p_t(x) = Σ_k γ_k(x) (−S_k⁻¹ (x − α μ_k)), shape (n, d)."""
+        return self._one(x, t, "score")
+
+    def vector_field(self, x: Any, t: Any) -> Array:
+        """Marginal vector field u_t(x) = Σ_k γ_k (α̇ μ_k + A_k r_k) = α̇ E[z|x] + β̇ E[ε|x]."""
+        return self._one(x, t, "vector_field")
+
+    def divergence(self, x: Any, t: Any) -> Array:
+        """div u_t(x) = tr ∇u_t(x), shape (n,)."""
+        return self._one(x, t, "divergence")
+
+    def jacobian(self, x: Any, t: Any) -> Array:
+        """∇u_t(x) with entry [i, j] = ∂u_i/∂x_j, shape (n, d, d)."""
+        return self._one(x, t, "jacobian")
+
+    def dlog_prob_dt(self, x: Any, t: Any) -> Array:
+        """∂_t log p_t(x) at fixed x, shape (n,)."""
+        return self._one(x, t, "dlog_prob_dt")
+
+    def responsibilities(self, x: Any, t: Any) -> Array:
+        """γ_k(x) = P(component k | X_t = x), shape (n, k)."""
+        return self._one(x, t, "responsibilities")
+
+    def posterior_mean(self, x: Any, t: Any) -> Array:
+        """E[z | X_t = x], the data prediction x̂, shape (n, d)."""
+        return self._one(x, t, "x_hat")
+
+    def noise_posterior_mean(self, x: Any, t: Any) -> Array:
+        """E[ε | X_t = x], the noise prediction ε̂, shape (n, d)."""
+        return self._one(x, t, "eps_hat")
+
+    def posterior_cov_trace(self, x: Any, t: Any) -> Array:
+        """tr Cov(z | X_t = x), shape (n,)."""
+        return self._one(x, t, "posterior_cov_trace")
+
+    def sample(self, n: int, t: Any, rng: Any, *, like: Any = None) -> Array:
+        """Draw n exact samples of p_t as α_t z + β_t ε, z ~ p_data, ε ~ N(0, I).
+
+        Float64 NumPy, or the namespace and dtype of ``like``; ``t`` a float or (n,) array.
+        """
+        g = rng_from(rng)
+        z = self.data.sample(n, g)
+        eps = g.standard_normal(z.shape)
+        if like is not None:
+            z, eps = _like(z, like), _like(eps, like)
+        return self.path.sample(z, t, eps)
+
+
+def _quantities(
+    tm: _gmm.Terms, sv: ScheduleValues, sl: slice, want: tuple[str, ...], xp: Any
+) -> dict[str, Array]:
+    ad = xp.reshape(sv.alpha_dot[sl], (-1, 1, 1))
+    bbd = xp.reshape(sv.beta_beta_dot[sl], (-1, 1, 1))
+    cache: dict[str, Array] = {}
+
+    def get(name: str) -> Array:
+        if name not in cache:
+            cache[name] = _FORMULAS[name](tm, ad, bbd, get)
+        return cache[name]
+
+    return {q: get(q) for q in want}
+
+
+_Getter = Callable[[str], Array]
+_FORMULAS: dict[str, Callable[[_gmm.Terms, Array, Array, _Getter], Array]] = {
+    "log_prob": lambda tm, ad, bbd, get: tm.log_prob,
+    "responsibilities": lambda tm, ad, bbd, get: tm.gamma,
+    "score": lambda tm, ad, bbd, get: _gmm.score(tm),
+    "vector_field": lambda tm, ad, bbd, get: _gmm.vector_field(tm, ad, bbd),
+    "divergence": lambda tm, ad, bbd, get: _gmm.divergence(
+        tm, ad, bbd, get("vector_field"), get("score")
+    ),
+    "jacobian": lambda tm, ad, bbd, get: _gmm.jacobian(
+        tm, ad, bbd, get("vector_field"), get("score")
+    ),
+    "dlog_prob_dt": lambda tm, ad, bbd, get: _gmm.dlog_prob_dt(tm, ad, bbd),
+    "x_hat": lambda tm, ad, bbd, get: _gmm.posterior_mean_z(tm),
+    "eps_hat": lambda tm, ad, bbd, get: _gmm.posterior_mean_eps(tm),
+    "posterior_cov_trace": lambda tm, ad, bbd, get: _gmm.posterior_cov_trace(tm, get("x_hat")),
+}
+
+
+def _check_budget(b: int) -> int:
+    return memory_budget(b)

@@ -1,0 +1,270 @@
+"""p_data: Gaussian mixtures Σ_k π_k N(μ_k, Σ_k), Dirac mixtures, and named data sets."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, final
+
+import numpy as np
+
+from . import _gmm
+from ._xp import Array, device, from_numpy, is_numpy, namespace, points, to_numpy
+
+__all__ = ["GaussianMixture", "eight_gaussians", "random_2d", "rng_from"]
+
+CovKind = Literal["isotropic", "diagonal", "full", "dirac"]
+
+#: |Σ π_k − 1| allowed before the weights are refused; accepted weights are renormalised.
+WEIGHT_ATOL = 1e-6
+
+
+def rng_from(rng: Any, name: str = "rng") -> np.random.Generator:
+    """Accept a ``numpy.random.Generator`` or an int seed; anything else is a TypeError."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"{name} must be a numpy.random.Generator or an int seed, got {rng!r}")
+
+
+def _real(a: Any, name: str) -> np.ndarray:
+    arr = to_numpy(a)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    arr = np.asarray(arr, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+@final
+class GaussianMixture:
+    """p_data(z) = Σ_k π_k N(z; μ_k, Σ_k).
+
+    Parameters
+    ----------
+    weights : (k,) nonnegative, summing to 1 within 1e-6 (then renormalised exactly).
+    means : (k, d).
+    covs : (k,) isotropic variances, (k, d) diagonal variances or (k, d, d) full covariances;
+        symmetric (relative tolerance 1e-8) and positive semidefinite (eigenvalues ≥ −1e-10 times
+        the largest, clipped to 0). All-zero covariances give a Dirac mixture.
+
+    Parameters are stored in float64 NumPy and each Σ_k is eigendecomposed once here; they are
+    moved to another namespace, device or dtype once and cached (:meth:`params`).
+    """
+
+    def __init__(self, weights: Any, means: Any, covs: Any) -> None:
+        w = _real(weights, "weights")
+        mu = _real(means, "means")
+        c = _real(covs, "covs")
+        if mu.ndim != 2 or mu.shape[0] < 1 or mu.shape[1] < 1:
+            raise ValueError(f"means must have shape (k, d) with k, d >= 1, got {mu.shape}")
+        k, d = mu.shape
+        if w.shape != (k,):
+            raise ValueError(f"weights must have shape ({k},) to match means, got {w.shape}")
+        if np.any(w < 0):
+            raise ValueError("weights must be nonnegative")
+        if abs(w.sum() - 1.0) > WEIGHT_ATOL:
+            raise ValueError(f"weights must sum to 1 (within {WEIGHT_ATOL}), got {w.sum()!r}")
+        self._weights = w / w.sum()
+        self._means = mu
+        if c.shape == (k,):
+            if np.any(c < 0):
+                raise ValueError("covs (isotropic variances) must be nonnegative")
+            lam, q, kind = np.repeat(c[:, None], d, axis=1), None, "isotropic"
+        elif c.shape == (k, d):
+            if np.any(c < 0):
+                raise ValueError("covs (diagonal variances) must be nonnegative")
+            lam, q, kind = c.copy(), None, "diagonal"
+        elif c.shape == (k, d, d):
+            scale = max(np.abs(c).max(), 1e-300)
+            if not np.allclose(c, np.swapaxes(c, 1, 2), rtol=1e-8, atol=1e-8 * scale):
+                raise ValueError("covs must be symmetric (k, d, d) matrices")
+            c = 0.5 * (c + np.swapaxes(c, 1, 2))
+            lam, q = np.linalg.eigh(c)
+            if np.any(lam < -1e-10 * scale):
+                raise ValueError("covs must be positive semidefinite")
+            lam = np.maximum(lam, 0.0)
+            kind = "full"
+        else:
+            raise ValueError(
+                f"covs must have shape ({k},), ({k}, {d}) or ({k}, {d}, {d}), got {c.shape}"
+            )
+        self._covs = c
+        self._lam = lam
+        self._q = q
+        self.kind: CovKind = "dirac" if not np.any(lam) else kind  # type: ignore[assignment]
+        self._cache: dict[tuple[str, str, str], _gmm.Params] = {}
+
+    # -- construction helpers -------------------------------------------------------------
+    @classmethod
+    def empirical(cls, points_: Any, weights: Any = None) -> GaussianMixture:
+        """Dirac mixture (1/N) Σ_i δ_{x_i}: the memorizing optimum of a finite data set."""
+        pts = _real(points_, "points")
+        if pts.ndim != 2 or pts.shape[0] < 1:
+            raise ValueError(f"points must have shape (N, d) with N >= 1, got {pts.shape}")
+        n = pts.shape[0]
+        w = np.full(n, 1.0 / n) if weights is None else weights
+        return cls(w, pts, np.zeros(n))
+
+    @classmethod
+    def gaussian(cls, mean: Any, cov: Any) -> GaussianMixture:
+        """A single Gaussian N(μ, Σ) (k = 1); ``cov`` a scalar, (d,) or (d, d)."""
+        mu = _real(mean, "mean").reshape(1, -1)
+        c = _real(cov, "cov")
+        return cls(np.ones(1), mu, c[None, ...] if c.ndim else c.reshape(1))
+
+    # -- read-only views ------------------------------------------------------------------
+    @property
+    def weights(self) -> np.ndarray:
+        return self._weights.copy()
+
+    @property
+    def means(self) -> np.ndarray:
+        return self._means.copy()
+
+    @property
+    def covs(self) -> np.ndarray:
+        return self._covs.copy()
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        """λ_k of each Σ_k, shape (k, d)."""
+        return self._lam.copy()
+
+    @property
+    def dim(self) -> int:
+        return int(self._means.shape[1])
+
+    @property
+    def n_components(self) -> int:
+        return int(self._means.shape[0])
+
+    def full_covs(self) -> np.ndarray:
+        """Σ_k as (k, d, d) matrices."""
+        if self._q is None:
+            return np.einsum("kd,de->kde", self._lam, np.eye(self.dim))
+        return np.einsum("kij,kj,klj->kil", self._q, self._lam, self._q)
+
+    def mean(self) -> np.ndarray:
+        """E[z] under p_data, shape (d,)."""
+        return self._weights @ self._means
+
+    def covariance(self) -> np.ndarray:
+        """Cov[z] under p_data, shape (d, d)."""
+        m = self.mean()
+        dm = self._means - m
+        return np.einsum("k,kij->ij", self._weights, self.full_covs()) + np.einsum(
+            "k,ki,kj->ij", self._weights, dm, dm
+        )
+
+    def params(self, xp: Any, dev: Any, dtype: Any) -> _gmm.Params:
+        """Parameters in namespace ``xp`` on ``dev`` with ``dtype``, moved once and cached."""
+        key = (getattr(xp, "__name__", str(xp)), str(dev), str(dtype))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        k, d = self._means.shape
+        with np.errstate(divide="ignore"):
+            logw = np.log(self._weights)
+        mu_rot = self._means if self._q is None else np.einsum("kij,ki->kj", self._q, self._means)
+        qcat = None if self._q is None else np.transpose(self._q, (1, 0, 2)).reshape(d, k * d)
+        conv = lambda a: None if a is None else from_numpy(a, xp, dev, dtype)  # noqa: E731
+        p = _gmm.Params(
+            log_weights=conv(logw),
+            means=conv(self._means),
+            mu_rot=conv(mu_rot),
+            lam=conv(self._lam),
+            q=conv(self._q),
+            qcat=conv(qcat),
+            qcat_t=conv(None if qcat is None else np.ascontiguousarray(qcat.T)),
+        )
+        self._cache[key] = p
+        return p
+
+    # -- sampling and density -------------------------------------------------------------
+    def sample(
+        self, n: int, rng: Any, *, like: Any = None, return_components: bool = False
+    ) -> Any:
+        """Draw n points z ~ p_data, float64 NumPy (or the namespace/dtype of ``like``).
+
+        With ``return_components`` also return the component index of each point, shape (n,).
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a nonnegative int, got {n!r}")
+        g = rng_from(rng)
+        comp = g.choice(self.n_components, size=int(n), p=self._weights)
+        xi = g.standard_normal((int(n), self.dim))
+        scaled = np.sqrt(self._lam[comp]) * xi
+        if self._q is not None:
+            scaled = np.einsum("nij,nj->ni", self._q[comp], scaled)
+        z = self._means[comp] + scaled
+        if like is not None:
+            z = _like(z, like)
+        return (z, comp) if return_components else z
+
+    def _terms(self, x: Any) -> _gmm.Terms:
+        if self.kind == "dirac" or np.any(self._lam == 0):
+            raise ValueError(
+                "this mixture has singular covariances (Dirac or degenerate): p_data has no "
+                "density; evaluate MarginalPath at t < 1 instead"
+            )
+        x, xp = points(x, self.dim)
+        p = self.params(xp, device(x), x.dtype)
+        one = xp.ones((x.shape[0],), dtype=x.dtype, device=device(x))
+        return _gmm.compute(p, x, one, 0 * one, xp)
+
+    def log_prob(self, x: Any) -> Array:
+        """log p_data(x), shape (n,)."""
+        return self._terms(x).log_prob
+
+    def score(self, x: Any) -> Array:
+        """∇ log p_data(x), shape (n, d)."""
+        return _gmm.score(self._terms(x))
+
+    def responsibilities(self, x: Any) -> Array:
+        """Posterior component probabilities P(k | x) under p_data, shape (n, k)."""
+        return self._terms(x).gamma
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(k={self.n_components}, d={self.dim}, kind={self.kind!r})"
+
+
+def _like(a: np.ndarray, like: Any) -> Array:
+    xp = namespace(like)
+    if is_numpy(xp):
+        return np.asarray(a, dtype=like.dtype)
+    return from_numpy(a, xp, device(like), like.dtype)
+
+
+def eight_gaussians(radius: float = 5.0, variance: float = math.sqrt(0.1)) -> GaussianMixture:
+    """Eight equal-weight isotropic Gaussians on a circle: μ_k = r (cos 2πk/8, sin 2πk/8).
+
+    The defaults reproduce torchcfm's ``sample_8gaussians``: ``eight_normal_sample(n, 2, scale=5,
+    var=0.1)`` builds ``MultivariateNormal(0, sqrt(var) * I)``, whose *covariance* is √0.1·I
+    ≈ 0.316·I (standard deviation ≈ 0.562), not 0.1·I.
+    """
+    ang = 2 * np.pi * np.arange(8) / 8
+    means = radius * np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    return GaussianMixture(np.full(8, 1 / 8), means, np.full(8, float(variance)))
+
+
+def random_2d(
+    nmodes: int = 5, std: float = 1.0, scale: float = 10.0, seed: int = 0
+) -> GaussianMixture:
+    """A random 2-D mixture like the course lab's ``GaussianMixture.random_2D``.
+
+    Means uniform on [−scale/2, scale/2]², covariances std²·I, equal weights. The lab draws its
+    means with torch's generator; this uses ``numpy.random.default_rng(seed)``, so the same seed
+    gives other means.
+    """
+    if nmodes < 1 or std <= 0 or scale <= 0:
+        raise ValueError("random_2d needs nmodes >= 1, std > 0 and scale > 0")
+    g = np.random.default_rng(seed)
+    means = (g.random((nmodes, 2)) - 0.5) * scale
+    return GaussianMixture(np.full(nmodes, 1 / nmodes), means, np.full(nmodes, std**2))
+
+
+DATASETS = {"eight_gaussians": eight_gaussians, "random_2d": random_2d}

@@ -1,0 +1,252 @@
+"""Schedules α_t, β_t of the Gaussian conditional path p_t(x|z) = N(α_t z, β_t² I).
+
+Convention: t = 0 is noise (α_0 = 0, β_0 = 1), t = 1 is data (α_1 = 1, β_1 = 0). One call
+returns one frozen record with α, β, α̇, β̇ and ββ̇ = ½ d(β²)/dt. The marginal formulas need
+only α̇ and ββ̇, which stay finite where β̇ does not (LinearVP, SqrtBeta and VP at t = 1).
+
+The flow_matching library calls β "sigma_t" and α "alpha_t"; its ``CondOTScheduler`` is
+:class:`Linear`, ``CosineScheduler`` is :class:`Cosine`, ``VPScheduler`` is :class:`VP`,
+``LinearVPScheduler`` is :class:`LinearVP` and ``PolynomialConvexScheduler(n)`` is
+:class:`Polynomial`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, final
+
+import numpy as np
+
+from ._xp import Array, Namespace, namespace
+
+__all__ = [
+    "VP",
+    "Cosine",
+    "Custom",
+    "Linear",
+    "LinearVP",
+    "Polynomial",
+    "Schedule",
+    "ScheduleValues",
+    "SqrtBeta",
+]
+
+
+@final
+@dataclass(frozen=True)
+class ScheduleValues:
+    """α_t, β_t, their time derivatives and ββ̇ = ½ d(β²)/dt, each shaped like t."""
+
+    alpha: Array
+    beta: Array
+    alpha_dot: Array
+    beta_dot: Array
+    beta_beta_dot: Array
+
+
+def _as_t(t: Any) -> tuple[Array, Namespace]:
+    if isinstance(t, bool):
+        raise TypeError("t must be a float or a floating array, got bool")
+    if isinstance(t, (int, float, list, tuple)):
+        t = np.asarray(t, dtype=np.float64)
+    xp = namespace(t)
+    if not xp.isdtype(t.dtype, "real floating"):
+        raise TypeError(f"t must have a real floating dtype, got {t.dtype}")
+    if not bool(xp.all((t >= 0) & (t <= 1))):
+        raise ValueError("t must lie in [0, 1] (no NaN)")
+    return t, xp
+
+
+class Schedule(ABC):
+    """Abstract schedule: subclasses implement :meth:`_values` on validated t."""
+
+    #: Whether β̇ is infinite at t = 1 (then the CFM target's variance is unbounded there).
+    singular_at_one: bool = False
+
+    def __call__(self, t: Any) -> ScheduleValues:
+        """Evaluate the schedule at ``t`` (float or floating array in [0, 1])."""
+        tt, xp = _as_t(t)
+        return self._values(tt, xp)
+
+    @abstractmethod
+    def _values(self, t: Array, xp: Namespace) -> ScheduleValues: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@final
+class Linear(Schedule):
+    """CondOT / straight line: α_t = t, β_t = 1 − t (Algorithm 4's target z − ε)."""
+
+    def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
+        one = xp.ones_like(t)
+        return ScheduleValues(t, 1 - t, one, -one, t - 1)
+
+
+@final
+class Cosine(Schedule):
+    """α_t = sin(πt/2), β_t = cos(πt/2)."""
+
+    def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
+        h = math.pi / 2
+        s, c = xp.sin(h * t), xp.cos(h * t)
+        return ScheduleValues(s, c, h * c, -h * s, -h * s * c)
+
+
+@final
+@dataclass(frozen=True)
+class Polynomial(Schedule):
+    """α_t = t^p, β_t = 1 − t^p for p > 0 (α̇ is infinite at t = 0 when p < 1)."""
+
+    p: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.p, (int, float)) and math.isfinite(self.p) and self.p > 0):
+            raise ValueError(f"p must be a finite number > 0, got {self.p!r}")
+
+    def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
+        a = t**self.p
+        ad = self.p * t ** (self.p - 1) if self.p != 1 else xp.ones_like(t)
+        return ScheduleValues(a, 1 - a, ad, -ad, -(1 - a) * ad)
+
+    def __repr__(self) -> str:
+        return f"Polynomial(p={self.p})"
+
+
+@final
+class LinearVP(Schedule):
+    """α_t = t, β_t = √(1 − t²): variance preserving; β̇ = −t/β is infinite at t = 1."""
+
+    singular_at_one = True
+
+    def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
+        b = xp.sqrt(1 - t * t)
+        with np.errstate(divide="ignore"):
+            bd = -t / b
+        return ScheduleValues(t, b, xp.ones_like(t), bd, -t)
+
+
+@final
+class SqrtBeta(Schedule):
+    """α_t = t, β_t = √(1 − t): the course lab's LinearAlpha/SquareRootBeta; β̇(1) = −∞."""
+
+    singular_at_one = True
+
+    def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
+        b = xp.sqrt(1 - t)
+        with np.errstate(divide="ignore"):
+            bd = -0.5 / b
+        return ScheduleValues(t, b, xp.ones_like(t), bd, -0.5 * xp.ones_like(t))
+
+
+@final
+@dataclass(frozen=True)
+class VP(Schedule):
+    """flow_matching's VPScheduler: α_t = exp(−T_t/2), T_t = ½(1−t)²(B−b) + (1−t)b, β = √(1−α²).
+
+    Only approximately a noise-to-data schedule: α_0 = exp(−(b+B)/4) ≈ 6.1e-3 for the defaults,
+    so start samplers from exact samples of p_0 rather than from N(0, I). Near t = 1,
+    β² ≈ b(1 − t), so β̇ is infinite at t = 1 (ββ̇ = −αα̇ stays finite).
+    """
+
+    b: float = 0.1
+    B: float = 20.0
+    singular_at_one = True
+
+    def __post_init__(self) -> None:
+        ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (self.b, self.B))
+        if not ok or self.b <= 0 or self.B < self.b:
+            raise ValueError(f"VP needs finite 0 < b <= B, got b={self.b!r}, B={self.B!r}")
+
+    def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
+        s = 1 - t
+        big_t = 0.5 * s * s * (self.B - self.b) + s * self.b
+        a = xp.exp(-0.5 * big_t)
+        ad = 0.5 * (s * (self.B - self.b) + self.b) * a
+        # 1 − α² by expm1 keeps β accurate near t = 1, where α → 1.
+        b = xp.sqrt(-xp.expm1(-big_t))
+        bbd = -a * ad
+        with np.errstate(divide="ignore"):
+            bd = bbd / b
+        return ScheduleValues(a, b, ad, bd, bbd)
+
+    def __repr__(self) -> str:
+        return f"VP(b={self.b}, B={self.B})"
+
+
+_Fn = Callable[[Array], Array]
+
+
+@final
+class Custom(Schedule):
+    """A user schedule from callables α(t), β(t) and optionally α̇(t), β̇(t).
+
+    Supplied derivatives are checked at construction against central finite differences on a
+    grid of 33 interior times (relative error ≤ ``check_rtol``); missing ones are computed by
+    central differences with step h = 1e-5 (error O(h²) ≈ 1e-10 for smooth schedules, one-sided
+    second-order stencils at the endpoints). The callables receive and must return arrays of the
+    caller's namespace.
+    """
+
+    def __init__(
+        self,
+        alpha: _Fn,
+        beta: _Fn,
+        alpha_dot: _Fn | None = None,
+        beta_dot: _Fn | None = None,
+        *,
+        check_rtol: float = 1e-5,
+    ) -> None:
+        for name, fn in (("alpha", alpha), ("beta", beta)):
+            if not callable(fn):
+                raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+        for name, fn in (("alpha_dot", alpha_dot), ("beta_dot", beta_dot)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
+        self.alpha, self.beta = alpha, beta
+        self.alpha_dot, self.beta_dot = alpha_dot, beta_dot
+        grid = np.linspace(0.02, 0.98, 33)
+        for name, f, df in (("alpha", alpha, alpha_dot), ("beta", beta, beta_dot)):
+            if df is None:
+                continue
+            fd = self._fd(f, grid, np)
+            got = np.asarray(df(grid), dtype=np.float64)
+            if got.shape != grid.shape or not np.allclose(got, fd, rtol=check_rtol, atol=1e-7):
+                raise ValueError(
+                    f"{name}_dot does not match the finite-difference derivative of {name} "
+                    f"(rtol={check_rtol}, atol=1e-7)"
+                )
+
+    @staticmethod
+    def _fd(f: _Fn, t: Array, xp: Namespace, h: float = 1e-5) -> Array:
+        # Central where both neighbours lie in [0, 1]; second-order one-sided at the ends.
+        lo, hi = t - h < 0, t + h > 1
+        tc = xp.clip(t, h, 1 - h)
+        central = (f(tc + h) - f(tc - h)) / (2 * h)
+        fwd = (-3 * f(tc * 0) + 4 * f(tc * 0 + h) - f(tc * 0 + 2 * h)) / (2 * h)
+        bwd = (3 * f(tc * 0 + 1) - 4 * f(tc * 0 + 1 - h) + f(tc * 0 + 1 - 2 * h)) / (2 * h)
+        return xp.where(lo, fwd, xp.where(hi, bwd, central))
+
+    def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
+        a, b = self.alpha(t), self.beta(t)
+        ad = self.alpha_dot(t) if self.alpha_dot else self._fd(self.alpha, t, xp)
+        bd = self.beta_dot(t) if self.beta_dot else self._fd(self.beta, t, xp)
+        return ScheduleValues(a, b, ad, bd, b * bd)
+
+    def __repr__(self) -> str:
+        return f"Custom(alpha={self.alpha!r}, beta={self.beta!r})"
+
+
+#: Named schedules for the CLI and test suites.
+SCHEDULES: dict[str, Callable[[], Schedule]] = {
+    "linear": Linear,
+    "cosine": Cosine,
+    "polynomial": Polynomial,
+    "linear_vp": LinearVP,
+    "vp": VP,
+    "sqrt_beta": SqrtBeta,
+}
