@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, final
 
-from . import _gmm
+from . import _dask, _gmm
 from ._xp import Array, chunks, concat_rows, device, memory_budget, points, times
 from .mixtures import GaussianMixture, _like, rng_from
 from .paths import GaussianPath
@@ -87,6 +87,8 @@ class MarginalPath:
         bad = [q for q in want if q not in QUANTITIES]
         if bad or not want:
             raise ValueError(f"quantities must be a nonempty subset of {QUANTITIES}, got {bad}")
+        if _dask.is_dask(x) or _dask.is_dask(t):
+            return _dask.evaluate(self, x, t, want)
         x, xp = points(x, self.dim)
         n, d = x.shape
         tt = times(t, n, xp, x.dtype, device(x))
