@@ -91,7 +91,9 @@ class MarginalPath:
             return _dask.evaluate(self, x, t, want)
         x, xp = points(x, self.dim)
         n, d = x.shape
-        tt = times(t, n, xp, x.dtype, device(x))
+        # One shared t keeps the per-time coefficients at k·d instead of n·k·d.
+        shared = _is_scalar(t)
+        tt = times(t, 1 if shared else n, xp, x.dtype, device(x))
         sv = self.schedule(tt)
         self._check_valid(sv, xp, want)
         p = self.data.params(xp, device(x), x.dtype)
@@ -102,8 +104,9 @@ class MarginalPath:
         item = 4 if x.dtype == xp.float32 else 8
         out: dict[str, list[Array]] = {q: [] for q in want}
         for sl in chunks(n, per_row * item, self._budget):
-            tm = _gmm.compute(p, x[sl, ...], sv.alpha[sl], sv.beta[sl], xp)
-            for q, val in _quantities(tm, sv, sl, want, xp).items():
+            rows = slice(None) if shared else sl
+            tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp)
+            for q, val in _quantities(tm, sv, rows, want, xp).items():
                 out[q].append(val)
         return {q: concat_rows(v, xp) for q, v in out.items()}
 
@@ -212,3 +215,9 @@ _FORMULAS: dict[str, Callable[[_gmm.Terms, Array, Array, _Getter], Array]] = {
 
 def _check_budget(b: int) -> int:
     return memory_budget(b)
+
+
+def _is_scalar(t: Any) -> bool:
+    if isinstance(t, (int, float)):
+        return True
+    return getattr(t, "ndim", None) == 0
