@@ -191,7 +191,11 @@ def _quantities(
             cache[name] = _FORMULAS[name](tm, ad, bbd, get)
         return cache[name]
 
-    return {q: get(q) for q in want}
+    out = {q: get(q) for q in want}
+    # get reaches itself through its closure; clearing the cell frees this chunk's Terms now
+    # instead of at the next cyclic GC, which would let chunks pile up past the memory budget.
+    del get
+    return out
 
 
 _Getter = Callable[[str], Array]
