@@ -93,7 +93,9 @@ class Cosine(Schedule):
 
     def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
         h = math.pi / 2
-        s, c = xp.sin(h * t), xp.cos(h * t)
+        # β as sin(h(1 − t)) is exactly 0 at t = 1 (cos(π/2) ≈ 6e-17 is not), so Dirac data
+        # at t = 1 is refused instead of giving a Gaussian of variance ~1e-33.
+        s, c = xp.sin(h * t), xp.sin(h * (1 - t))
         return ScheduleValues(s, c, h * c, -h * s, -h * s * c)
 
 
