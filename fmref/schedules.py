@@ -150,7 +150,7 @@ class SqrtBeta(Schedule):
 class VP(Schedule):
     """flow_matching's VPScheduler: α_t = exp(−T_t/2), T_t = ½(1−t)²(B−b) + (1−t)b, β = √(1−α²).
 
-    Only approximately a noise-to-data schedule: α_0 = exp(−(b+B)/4) ≈ 6.1e-3 for the defaults,
+    Only approximately a noise-to-data schedule: α_0 = exp(−(b+B)/4) ≈ 6.6e-3 for the defaults,
     so start samplers from exact samples of p_0 rather than from N(0, I). Near t = 1,
     β² ≈ b(1 − t), so β̇ is infinite at t = 1 (ββ̇ = −αα̇ stays finite).
     """
