@@ -52,6 +52,8 @@ def _as_t(t: Any) -> tuple[Array, Namespace]:
         raise TypeError("t must be a float or a floating array, got bool")
     if isinstance(t, (int, float, list, tuple)):
         t = np.asarray(t, dtype=np.float64)
+    if t is None or isinstance(t, str):
+        raise TypeError(f"t must be a float or a floating array, got {type(t).__name__}")
     xp = namespace(t)
     if not xp.isdtype(t.dtype, "real floating"):
         raise TypeError(f"t must have a real floating dtype, got {t.dtype}")
