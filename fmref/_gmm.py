@@ -13,6 +13,7 @@ Per-time coefficients (v, and c = αα̇λ + ββ̇, the eigenvalues of ½Ṡ_k)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from ._xp import LOG_2PI, Array, Namespace, device, logsumexp
 
@@ -46,6 +47,11 @@ class Terms:
     @property
     def g3(self) -> Array:
         return self.gamma[:, :, None]
+
+    @cached_property
+    def gw(self) -> Array:
+        """γ_k w_k, shared by the score, the velocity and the posterior means."""
+        return self.g3 * self.w
 
     def rotate_back(self, w: Array) -> Array:
         """Σ_k Q_k w_k for w of shape (n, k, d); one GEMM for full covariances."""
@@ -83,8 +89,13 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
     else:
         y = x[:, None, :] - a * p.means[None, ...]
     v = (a * a) * p.lam[None, ...] + b * b
-    w = y / v
-    quad = xp.vecdot(y, w, axis=-1)
+    # Scale by v^{-1/2} twice in place: the whitened residual gives the quadratic form, the
+    # second scaling gives w, and no (n, k, d) temporary is allocated on the way.
+    inv_sqrt_v = 1 / xp.sqrt(v)
+    y *= inv_sqrt_v
+    quad = xp.vecdot(y, y, axis=-1)
+    y *= inv_sqrt_v
+    w = y
     log_det = xp.sum(xp.log(v), axis=2)
     joint = p.log_weights[None, :] - 0.5 * (quad + log_det + d * LOG_2PI)
     log_prob = logsumexp(joint, axis=1, xp=xp)
@@ -94,13 +105,13 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
 
 def score(tm: Terms) -> Array:
     """∇log p_t = Σ_k γ_k s_k with s_k = −S_k⁻¹ r_k."""
-    return tm.rotate_back((-tm.g3) * tm.w)
+    return -tm.rotate_back(tm.gw)
 
 
 def vector_field(tm: Terms, ad: Array, bbd: Array) -> Array:
     """u_t = Σ_k γ_k (α̇ μ_k + A_k r_k); ad, bbd are α̇ and ββ̇ shaped (m, 1, 1)."""
     mean_part = ad[:, :, 0] * tm.weighted_means()
-    return mean_part + tm.rotate_back((tm.g3 * tm.half_sdot(ad, bbd)) * tm.w)
+    return mean_part + tm.rotate_back(tm.gw * tm.half_sdot(ad, bbd))
 
 
 def divergence(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
@@ -115,7 +126,7 @@ def divergence(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
 def jacobian(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
     """∇u = Σ_k γ_k [A_k + u_k s_kᵀ] − u sᵀ, shape (n, d, d)."""
     xp = tm.xp
-    n, k, d = tm.w.shape
+    d = tm.w.shape[2]
     c = tm.half_sdot(ad, bbd)
     gw = tm.g3 * (c / tm.v)  # (n, k, d): γ_k times the eigenvalues of A_k
     if tm.p.q is None:
@@ -143,12 +154,12 @@ def dlog_prob_dt(tm: Terms, ad: Array, bbd: Array) -> Array:
 def posterior_mean_z(tm: Terms) -> Array:
     """E[z|x] = Σ_k γ_k e_k, e_k = μ_k + α Σ_k S_k⁻¹ r_k."""
     lam = tm.p.lam[None, ...]
-    return tm.weighted_means() + tm.rotate_back((tm.g3 * (tm.a * lam)) * tm.w)
+    return tm.weighted_means() + tm.rotate_back(tm.gw * (tm.a * lam))
 
 
 def posterior_mean_eps(tm: Terms) -> Array:
     """E[ε|x] = Σ_k γ_k β S_k⁻¹ r_k."""
-    return tm.rotate_back((tm.g3 * tm.b) * tm.w)
+    return tm.rotate_back(tm.gw * tm.b)
 
 
 def posterior_cov_trace(tm: Terms, ez: Array) -> Array:

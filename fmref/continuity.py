@@ -102,4 +102,3 @@ def numerical_residual(
         h_t=h_t,
         h_x=h_x,
     )
-

@@ -179,41 +179,41 @@ class MarginalPath:
         return self.path.sample(z, t, eps)
 
 
+class _Quantities:
+    """Evaluate requested quantities on one chunk, computing shared ones (u, s) once."""
+
+    def __init__(self, tm: _gmm.Terms, sv: ScheduleValues, rows: slice, xp: Any) -> None:
+        self.tm = tm
+        self.ad = xp.reshape(sv.alpha_dot[rows], (-1, 1, 1))
+        self.bbd = xp.reshape(sv.beta_beta_dot[rows], (-1, 1, 1))
+        self.cache: dict[str, Array] = {}
+
+    def get(self, name: str) -> Array:
+        if name not in self.cache:
+            self.cache[name] = _FORMULAS[name](self)
+        return self.cache[name]
+
+
 def _quantities(
-    tm: _gmm.Terms, sv: ScheduleValues, sl: slice, want: tuple[str, ...], xp: Any
+    tm: _gmm.Terms, sv: ScheduleValues, rows: slice, want: tuple[str, ...], xp: Any
 ) -> dict[str, Array]:
-    ad = xp.reshape(sv.alpha_dot[sl], (-1, 1, 1))
-    bbd = xp.reshape(sv.beta_beta_dot[sl], (-1, 1, 1))
-    cache: dict[str, Array] = {}
-
-    def get(name: str) -> Array:
-        if name not in cache:
-            cache[name] = _FORMULAS[name](tm, ad, bbd, get)
-        return cache[name]
-
-    out = {q: get(q) for q in want}
-    # get reaches itself through its closure; clearing the cell frees this chunk's Terms now
-    # instead of at the next cyclic GC, which would let chunks pile up past the memory budget.
-    del get
-    return out
+    q = _Quantities(tm, sv, rows, xp)
+    return {name: q.get(name) for name in want}
 
 
-_Getter = Callable[[str], Array]
-_FORMULAS: dict[str, Callable[[_gmm.Terms, Array, Array, _Getter], Array]] = {
-    "log_prob": lambda tm, ad, bbd, get: tm.log_prob,
-    "responsibilities": lambda tm, ad, bbd, get: tm.gamma,
-    "score": lambda tm, ad, bbd, get: _gmm.score(tm),
-    "vector_field": lambda tm, ad, bbd, get: _gmm.vector_field(tm, ad, bbd),
-    "divergence": lambda tm, ad, bbd, get: _gmm.divergence(
-        tm, ad, bbd, get("vector_field"), get("score")
+_FORMULAS: dict[str, Callable[[_Quantities], Array]] = {
+    "log_prob": lambda q: q.tm.log_prob,
+    "responsibilities": lambda q: q.tm.gamma,
+    "score": lambda q: _gmm.score(q.tm),
+    "vector_field": lambda q: _gmm.vector_field(q.tm, q.ad, q.bbd),
+    "divergence": lambda q: _gmm.divergence(
+        q.tm, q.ad, q.bbd, q.get("vector_field"), q.get("score")
     ),
-    "jacobian": lambda tm, ad, bbd, get: _gmm.jacobian(
-        tm, ad, bbd, get("vector_field"), get("score")
-    ),
-    "dlog_prob_dt": lambda tm, ad, bbd, get: _gmm.dlog_prob_dt(tm, ad, bbd),
-    "x_hat": lambda tm, ad, bbd, get: _gmm.posterior_mean_z(tm),
-    "eps_hat": lambda tm, ad, bbd, get: _gmm.posterior_mean_eps(tm),
-    "posterior_cov_trace": lambda tm, ad, bbd, get: _gmm.posterior_cov_trace(tm, get("x_hat")),
+    "jacobian": lambda q: _gmm.jacobian(q.tm, q.ad, q.bbd, q.get("vector_field"), q.get("score")),
+    "dlog_prob_dt": lambda q: _gmm.dlog_prob_dt(q.tm, q.ad, q.bbd),
+    "x_hat": lambda q: _gmm.posterior_mean_z(q.tm),
+    "eps_hat": lambda q: _gmm.posterior_mean_eps(q.tm),
+    "posterior_cov_trace": lambda q: _gmm.posterior_cov_trace(q.tm, q.get("x_hat")),
 }
 
 

@@ -163,7 +163,7 @@ class VP(Schedule):
 
     def __post_init__(self) -> None:
         ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (self.b, self.B))
-        if not ok or self.b <= 0 or self.B < self.b:
+        if not ok or self.b <= 0 or self.b > self.B:
             raise ValueError(f"VP needs finite 0 < b <= B, got b={self.b!r}, B={self.B!r}")
 
     def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
