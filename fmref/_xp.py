@@ -95,7 +95,11 @@ def points(x: Any, d: int, name: str = "x") -> tuple[Array, Namespace]:
 
 
 def times(t: Any, n: int, xp: Namespace, dtype: Any, dev: Any, name: str = "t") -> Array:
-    """Validate ``t`` (scalar or shape ``(n,)``) in [0, 1] and return it as an ``(n,)`` array."""
+    """Validate ``t`` (scalar or shape ``(n,)``) in [0, 1] and return it as an ``(n,)`` array.
+
+    dtype rule: Python floats and lists take the points' dtype; an array must already have the
+    points' namespace and dtype (no silent casting), else ``TypeError``.
+    """
     if isinstance(t, (int, float, np.floating, np.integer)) and not isinstance(t, bool):
         tv = float(t)
         if not (0.0 <= tv <= 1.0):  # also rejects NaN
@@ -104,9 +108,12 @@ def times(t: Any, n: int, xp: Namespace, dtype: Any, dev: Any, name: str = "t") 
     if isinstance(t, bool):
         raise TypeError(f"{name} must be a float or a floating array, got bool")
     if isinstance(t, (list, tuple)):
-        t = np.asarray(t, dtype=np.float64)
-    if isinstance(t, np.ndarray) and not is_numpy(xp):
-        t = from_numpy(t, xp, dev, dtype)
+        t = from_numpy(np.asarray(t, dtype=np.float64), xp, dev, dtype)
+    elif isinstance(t, np.ndarray) and not is_numpy(xp):
+        raise TypeError(
+            f"{name} is a NumPy array but the points are not: pass t as a float, a list, or an "
+            "array of the points' namespace and dtype"
+        )
     try:
         txp = array_api_compat.array_namespace(t)
     except TypeError:
