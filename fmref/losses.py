@@ -1,0 +1,291 @@
+"""Flow-matching losses with exact yardsticks: L_CFM, L_FM and the irreducible floor L*.
+
+DESIGN.md §5: for every field u^θ, E[L_CFM(θ)] = L_FM(θ) + L* with
+L* = E_t E_{x~p_t}[c_t² tr Cov(z|x)], c_t = α̇_t − β̇_t α_t/β_t. The three estimators below
+draw (t, z, ε) in the same order (t ~ U[0, t_max), z ~ p_data, ε ~ N(0, I), x = α_t z + β_t ε),
+so equal seeds give common random numbers and their per-sample values can be subtracted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, final
+
+import numpy as np
+
+from ._xp import Array, Namespace, chunks, concat_rows, device, from_numpy, namespace, to_numpy
+from .marginals import MarginalPath
+from .mixtures import rng_from
+
+__all__ = ["LossEstimate", "cfm_floor", "cfm_loss", "floor_profile", "fm_loss"]
+
+Field = Callable[[Array, Array], Array]
+
+
+@final
+@dataclass(frozen=True)
+class LossEstimate:
+    """A Monte-Carlo estimate of E_{t~U[0, t_max)} E[ℓ(t, ·)] with its per-t profile.
+
+    Attributes
+    ----------
+    value, stderr : the estimate and its standard error (``inf``/``nan`` when it diverges).
+    n, t_max : sample size and the upper end of the time range.
+    t_edges : (bins + 1,) edges of equal-width time bins on [0, t_max].
+    profile, profile_stderr : (bins,) mean of ℓ and its standard error per bin (the per-t
+        profile ℓ(t); ``nan`` for an empty bin).
+    t, samples : (n,) the drawn times and per-sample values (for common-random-number use).
+    relative, relative_stderr : value ÷ E||u_t(x)||² (fm_loss only, else None).
+    warning : why the value is infinite or unreliable, else None.
+    """
+
+    value: float
+    stderr: float
+    n: int
+    t_max: float
+    t_edges: np.ndarray
+    profile: np.ndarray
+    profile_stderr: np.ndarray
+    t: np.ndarray
+    samples: np.ndarray
+    relative: float | None = None
+    relative_stderr: float | None = None
+    warning: str | None = None
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.value)
+
+
+def _check(marginal: Any, n: Any, t_max: Any, bins: Any) -> None:
+    if not isinstance(marginal, MarginalPath):
+        raise TypeError(f"marginal must be a MarginalPath, got {type(marginal).__name__}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    if not isinstance(t_max, (int, float)) or not (0.0 < float(t_max) <= 1.0):
+        raise ValueError(f"t_max must be a float in (0, 1], got {t_max!r}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be an int >= 1, got {bins!r}")
+
+
+def _draw(
+    marginal: MarginalPath, n: int, rng: Any, t_max: float, like: Any
+) -> tuple[Array, Array, Array, Namespace]:
+    """Draw t ~ U[0, t_max), z ~ p_data, ε ~ N(0, I) in that order; return t, z, ε in like's xp."""
+    g = rng_from(rng)
+    t = t_max * g.random(n)
+    z = marginal.data.sample(n, g)
+    eps = g.standard_normal(z.shape)
+    if like is None:
+        return t, z, eps, namespace(z)
+    xp = namespace(like)
+    conv = lambda a: from_numpy(a, xp, device(like), like.dtype)  # noqa: E731
+    return conv(t), conv(z), conv(eps), xp
+
+
+def _sq_norm(field: Field, x: Array, t: Array, target: Array, xp: Namespace) -> Array:
+    out = field(x, t)
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"field must return shape {tuple(x.shape)}, got {tuple(out.shape)}")
+    r = out - target
+    return xp.sum(r * r, axis=1)
+
+
+def _estimate(t: Any, samples: Any, t_max: float, bins: int, **extra: Any) -> LossEstimate:
+    tn = np.asarray(to_numpy(t), dtype=np.float64)
+    s = np.asarray(to_numpy(samples), dtype=np.float64)
+    n = s.shape[0]
+    edges = np.linspace(0.0, t_max, bins + 1)
+    idx = np.minimum((tn / t_max * bins).astype(np.int64), bins - 1)
+    prof = np.full(bins, np.nan)
+    prof_se = np.full(bins, np.nan)
+    for b in range(bins):
+        sb = s[idx == b]
+        if sb.size:
+            prof[b] = sb.mean()
+            prof_se[b] = sb.std(ddof=1) / math.sqrt(sb.size) if sb.size > 1 else np.nan
+    value = float(s.mean())
+    stderr = float(s.std(ddof=1) / math.sqrt(n))
+    return LossEstimate(value, stderr, n, float(t_max), edges, prof, prof_se, tn, s, **extra)
+
+
+def fm_loss(
+    field: Field,
+    marginal: MarginalPath,
+    *,
+    n: int = 4096,
+    rng: Any = 0,
+    t_max: float = 1.0,
+    bins: int = 10,
+    like: Any = None,
+) -> LossEstimate:
+    """Estimate L_FM = E_{t, x~p_t} ||u^θ_t(x) − u_t(x)||² against the exact marginal field.
+
+    Also the relative loss L_FM / E||u_t(x)||², whose standard error comes from the delta
+    method on the ratio of two means (same draws). ``field(x, t)`` takes x (n, d) and t (n,)
+    and returns (n, d); draws are float64 NumPy, or of ``like``'s namespace and dtype.
+    """
+    _check(marginal, n, t_max, bins)
+    t, z, eps, xp = _draw(marginal, int(n), rng, float(t_max), like)
+    x = marginal.path.sample(z, t, eps)
+    u = marginal.vector_field(x, t)
+    err = to_numpy(_sq_norm(field, x, t, u, xp)).astype(np.float64)
+    unorm = to_numpy(xp.sum(u * u, axis=1)).astype(np.float64)
+    mu_u = float(unorm.mean())
+    rel = float(err.mean()) / mu_u
+    # Delta method: Var(Ā/B̄) ≈ Var(a − R b) / (n B̄²).
+    rel_se = float((err - rel * unorm).std(ddof=1) / (math.sqrt(n) * mu_u))
+    return _estimate(t, err, float(t_max), bins, relative=rel, relative_stderr=rel_se)
+
+
+def cfm_loss(
+    field: Field,
+    marginal: MarginalPath,
+    *,
+    n: int = 4096,
+    rng: Any = 0,
+    t_max: float = 1.0,
+    bins: int = 10,
+    like: Any = None,
+) -> LossEstimate:
+    """Estimate L_CFM = E_{t, z, ε} ||u^θ_t(α_t z + β_t ε) − (α̇_t z + β̇_t ε)||² (Algorithm 3).
+
+    For schedules with β̇ infinite at t = 1 the expectation is infinite (E L_CFM = L_FM + L*);
+    the returned sample mean is then finite but meaningless and ``warning`` says so.
+    """
+    _check(marginal, n, t_max, bins)
+    t, z, eps, xp = _draw(marginal, int(n), rng, float(t_max), like)
+    x = marginal.path.sample(z, t, eps)
+    target = marginal.path.target(z, eps, t)
+    err = _sq_norm(field, x, t, target, xp)
+    return _estimate(t, err, float(t_max), bins, warning=_divergence_warning(marginal, t_max))
+
+
+def _divergence_warning(marginal: MarginalPath, t_max: float) -> str | None:
+    sched = marginal.schedule
+    singular = getattr(sched, "singular_at_one", False)
+    if not singular:
+        with np.errstate(all="ignore"):
+            singular = not math.isfinite(float(sched(np.ones(1)).beta_dot[0]))
+    if not singular or t_max < 1.0:
+        return None
+    return (
+        f"{sched!r} has β̇ infinite at t = 1: c_t² tr Cov(z|x) grows like 1/(1 − t) there, so "
+        "L* (and the expected CFM loss) is infinite and the CFM target has unbounded variance "
+        "near t = 1; pass t_max < 1 for a finite floor over [0, t_max]"
+    )
+
+
+def _eig(marginal: MarginalPath, xp: Namespace, dev: Any, dtype: Any) -> tuple[Array, ...]:
+    """μ_k (k, d), eigenvalues λ_k (k, d) and eigenvectors Q_k (k, d, d) or None, in xp."""
+    data = marginal.data
+    if data.kind == "full":
+        lam, q = np.linalg.eigh(data.full_covs())
+        lam, q = np.maximum(lam, 0.0), from_numpy(q, xp, dev, dtype)
+    else:
+        lam, q = data.eigenvalues, None
+    return from_numpy(data.means, xp, dev, dtype), from_numpy(lam, xp, dev, dtype), q
+
+
+def floor_terms(marginal: MarginalPath, x: Array, t: Array) -> Array:
+    """Per-point ℓ*(t, x) = c_t² tr Cov(z | X_t = x), shape (n,), computed stably.
+
+    tr Cov(z|x) = Σ_k γ_k tr C_k + Σ_k γ_k ||e_k − E[z|x]||² (within + between components, no
+    cancellation), e_k = μ_k + α Σ_k S_k⁻¹ r_k, and c_t² tr C_k = g_t² Σ_i λ_{k,i}/v_{k,i} with
+    v = α²λ + β² and g_t = α̇β − β̇α, finite where c_t = g_t/β_t alone would overflow.
+    ``x`` (n, d) and ``t`` (n,) with t < 1, of one namespace.
+    """
+    xp = namespace(x)
+    n, d = x.shape
+    sv = marginal.schedule(t)
+    if not bool(xp.all(sv.beta > 0)):
+        raise ValueError("t: the floor needs β_t > 0 (t < 1)")
+    g_all = sv.alpha_dot * sv.beta - sv.beta_dot * sv.alpha
+    mu, lam, q = _eig(marginal, xp, device(x), x.dtype)
+    k = marginal.data.n_components
+    item = 4 if x.dtype == xp.float32 else 8
+    out = []
+    for sl in chunks(n, (20 * k * d + 2 * k * d * d) * item):
+        xs, a, b = x[sl, ...], sv.alpha[sl], sv.beta[sl]
+        a3, b3 = xp.reshape(a, (-1, 1, 1)), xp.reshape(b, (-1, 1, 1))
+        gamma = marginal.responsibilities(xs, t[sl])
+        r = xs[:, None, :] - a3 * mu[None, ...]
+        y = (
+            r
+            if q is None
+            else xp.squeeze(xp.matrix_transpose(q)[None, ...] @ r[..., None], axis=-1)
+        )
+        v = a3 * a3 * lam[None, ...] + b3 * b3
+        shift = a3 * lam[None, ...] * y / v
+        if q is not None:
+            shift = xp.squeeze(q[None, ...] @ shift[..., None], axis=-1)
+        e = mu[None, ...] + shift
+        ebar = xp.sum(gamma[:, :, None] * e, axis=1)
+        dev_ = e - ebar[:, None, :]
+        between = xp.sum(gamma * xp.sum(dev_ * dev_, axis=2), axis=1)
+        within = xp.sum(gamma * xp.sum(lam[None, ...] / v, axis=2), axis=1)
+        g = g_all[sl]
+        c = g / b
+        out.append(g * g * within + c * c * between)
+    return concat_rows(out, xp)
+
+
+def cfm_floor(
+    marginal: MarginalPath,
+    *,
+    n: int = 4096,
+    rng: Any = 0,
+    t_max: float = 1.0,
+    bins: int = 10,
+    like: Any = None,
+) -> LossEstimate:
+    """Estimate the irreducible CFM loss L* = E_{t~U[0,t_max)} E_{x~p_t}[c_t² tr Cov(z|x)].
+
+    c_t = α̇_t − β̇_t α_t/β_t. Where β̇ is infinite at t = 1 (SqrtBeta, LinearVP, VP) and
+    t_max = 1, the integrand grows like 1/(1 − t), so ``value`` and ``stderr`` are ``inf``,
+    ``warning`` explains, and ``samples``/``profile`` still hold the finite draws.
+    """
+    _check(marginal, n, t_max, bins)
+    t, z, eps, _ = _draw(marginal, int(n), rng, float(t_max), like)
+    x = marginal.path.sample(z, t, eps)
+    ell = floor_terms(marginal, x, t)
+    est = _estimate(t, ell, float(t_max), bins)
+    warning = _divergence_warning(marginal, t_max)
+    if warning is None:
+        return est
+    return LossEstimate(
+        math.inf,
+        math.inf,
+        est.n,
+        est.t_max,
+        est.t_edges,
+        est.profile,
+        est.profile_stderr,
+        est.t,
+        est.samples,
+        warning=warning,
+    )
+
+
+def floor_profile(
+    marginal: MarginalPath, t: Any, *, n: int = 4096, rng: Any = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Estimate ℓ*(t) = E_{x~p_t}[c_t² tr Cov(z|x)] at each time of ``t`` (< 1).
+
+    Returns (mean, stderr), each shaped like ``t`` (a float64 NumPy 1-D array), from n exact
+    draws of p_t per time.
+    """
+    ts = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    if ts.ndim != 1 or not np.all((ts >= 0) & (ts < 1)):
+        raise ValueError("t must be a 1-D array of times in [0, 1)")
+    _check(marginal, n, 1.0, 1)
+    g = rng_from(rng)
+    mean, se = np.empty_like(ts), np.empty_like(ts)
+    for i, ti in enumerate(ts):
+        tt = np.full(int(n), ti)
+        x = marginal.sample(int(n), tt, g)
+        ell = np.asarray(floor_terms(marginal, x, tt), dtype=np.float64)
+        mean[i], se[i] = ell.mean(), ell.std(ddof=1) / math.sqrt(n)
+    return mean, se
