@@ -1,0 +1,388 @@
+"""Train a vector field by flow matching and measure it against the exact answer.
+
+Three objectives, each one minibatch per step with t ~ U[0, 1) from a seeded Generator and
+data drawn fresh from p_data:
+
+- ``"cfm"`` (Algorithm 3, any schedule): z ~ p_data, t ~ U[0, 1), ε ~ N(0, I),
+  x = α_t z + β_t ε, L(θ) = ||u_t^θ(x) − (α̇_t z + β̇_t ε)||².
+- ``"linear"`` (Algorithm 4, the Linear schedule): x = t z + (1 − t) ε,
+  L(θ) = ||u_t^θ(x) − (z − ε)||².
+- ``"marginal"``: t ~ U[0, 1), x ~ p_t exactly, L(θ) = ||u_t^θ(x) − u_t(x)||² with the exact
+  marginal field (possible only because u_t is known in closed form here).
+
+The minibatch loss is the mean over rows of the squared norm summed over d, minimised by Adam.
+Yardsticks (fm_loss, relative fm_loss; the floor L* once) are evaluated every ``eval_every``
+steps on a fixed evaluation stream, which never touches the training Generator, so checkpoint
+and resume reproduce an uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, final
+
+import numpy as np
+
+from . import _checkpoint
+from ._xp import device, from_numpy, namespace
+from .losses import LossEstimate, cfm_floor, fm_loss
+from .marginals import MarginalPath
+from .schedules import Linear
+
+__all__ = [
+    "OBJECTIVES",
+    "Evaluation",
+    "StepInfo",
+    "TrainConfig",
+    "TrainResult",
+    "load_checkpoint",
+    "make_optimizer",
+    "train",
+]
+
+OBJECTIVES = ("cfm", "linear", "marginal")
+LR_SCHEDULES = ("constant", "cosine")
+#: Config fields that may change between a checkpoint and its resumption (they do not alter
+#: the training trajectory).
+_RESUMABLE = {"steps", "eval_every", "eval_n", "floor_n", "checkpoint_every"}
+
+
+def _int(v: Any, name: str, low: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+
+
+def _pos(v: Any, name: str, *, zero_ok: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or v < 0 or (v == 0 and not zero_ok):
+        raise ValueError(f"{name} must be a finite number {'>=' if zero_ok else '>'} 0, got {v!r}")
+
+
+@final
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of :func:`train` (all validated; bad values raise ValueError).
+
+    steps, batch : optimiser steps and minibatch size (>= 1).
+    lr, lr_schedule, warmup : Adam step size (> 0), "constant" or "cosine" decay, warm-up steps.
+    weight_decay, clip_norm : Adam's decoupled weight decay (>= 0) and gradient-norm clip.
+    objective : "cfm" (Algorithm 3), "linear" (Algorithm 4) or "marginal".
+    seed : seeds the training stream (minibatches) and the evaluation stream (yardsticks).
+    eval_every, eval_n, floor_n : evaluate fm_loss every so many steps (0: only at the end) on
+        eval_n draws; the floor L* once on floor_n draws.
+    checkpoint_every : write the checkpoint every so many steps (0: only at the end).
+    """
+
+    steps: int = 2000
+    batch: int = 256
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup: int = 0
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    objective: str = "cfm"
+    seed: int = 0
+    eval_every: int = 0
+    eval_n: int = 4096
+    floor_n: int = 16384
+    checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        _int(self.steps, "steps", 1)
+        _int(self.batch, "batch", 1)
+        _pos(self.lr, "lr")
+        _pos(self.weight_decay, "weight_decay", zero_ok=True)
+        if self.clip_norm is not None:
+            _pos(self.clip_norm, "clip_norm")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        _int(self.warmup, "warmup", 0)
+        _int(self.seed, "seed", 0)
+        _int(self.eval_every, "eval_every", 0)
+        _int(self.eval_n, "eval_n", 2)
+        _int(self.floor_n, "floor_n", 2)
+        _int(self.checkpoint_every, "checkpoint_every", 0)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) != names:
+            raise ValueError(f"a TrainConfig needs exactly the keys {sorted(names)}")
+        return cls(**d)
+
+
+@final
+@dataclass(frozen=True)
+class Evaluation:
+    """Exact yardsticks of the model after ``step`` optimiser steps (same draws every time)."""
+
+    step: int
+    fm_loss: float
+    fm_loss_stderr: float
+    relative_fm_loss: float
+    relative_fm_loss_stderr: float
+
+
+@final
+@dataclass(frozen=True)
+class StepInfo:
+    """What the progress callback receives after each step (``evaluation`` when one ran)."""
+
+    step: int
+    steps: int
+    loss: float
+    floor: float
+    evaluation: Evaluation | None
+
+
+@final
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes
+    ----------
+    model, optimizer : the trained model and its Adam state (both updated in place).
+    config : the TrainConfig.
+    losses : (steps,) float64 minibatch loss of every step since step 0 (resumed runs included).
+    evaluations : yardsticks, in step order (the last one after the final step).
+    floor : L* = E[c_t² tr Cov(z|x)] (:func:`fmref.losses.cfm_floor`), ``inf`` with a warning
+        for schedules whose β̇ is infinite at t = 1.
+    wall_time : seconds spent in this call; ``start_step``: the step it resumed from (0 if fresh).
+    checkpoint : path of the last checkpoint written, or None.
+    """
+
+    model: Any
+    optimizer: Any
+    config: TrainConfig
+    losses: np.ndarray
+    evaluations: tuple[Evaluation, ...]
+    floor: LossEstimate
+    wall_time: float
+    start_step: int
+    checkpoint: Path | None
+
+    @property
+    def final(self) -> Evaluation:
+        return self.evaluations[-1]
+
+
+def make_optimizer(model: Any, config: TrainConfig) -> Any:
+    """Build the Adam optimiser of ``config`` over ``model.params``."""
+    from .optim import Adam, cosine_schedule
+
+    sched = cosine_schedule(config.steps, warmup=config.warmup)
+    return Adam(
+        model.params,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        clip_norm=config.clip_norm,
+        schedule=sched if config.lr_schedule == "cosine" else None,
+    )
+
+
+def _minibatch(
+    objective: str, marginal: MarginalPath, g: np.random.Generator, batch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one minibatch (x, t, target) in float64 NumPy, in the lecture's order."""
+    if objective == "marginal":
+        t = g.random(batch)
+        x = marginal.sample(batch, t, g)
+        return x, t, np.asarray(marginal.vector_field(x, t))
+    z = marginal.data.sample(batch, g)
+    t = g.random(batch)
+    eps = g.standard_normal(z.shape)
+    tc = t[:, None]
+    if objective == "linear":  # Algorithm 4
+        return tc * z + (1 - tc) * eps, t, z - eps
+    s = marginal.schedule(t)  # Algorithm 3
+    x = s.alpha[:, None] * z + s.beta[:, None] * eps
+    return x, t, s.alpha_dot[:, None] * z + s.beta_dot[:, None] * eps
+
+
+def _generator(state: dict[str, Any]) -> np.random.Generator:
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    bitgen = getattr(np.random, str(name), None)
+    if not (isinstance(bitgen, type) and issubclass(bitgen, np.random.BitGenerator)):
+        raise ValueError(f"checkpoint holds an unknown bit generator {name!r}")
+    g = np.random.Generator(bitgen())
+    g.bit_generator.state = state
+    return g
+
+
+def _describe(marginal: MarginalPath) -> dict[str, Any]:
+    d = marginal.data
+    return {
+        "schedule": repr(marginal.schedule),
+        "weights": d.weights.tolist(),
+        "means": d.means.tolist(),
+        "covs": d.covs.tolist(),
+    }
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a training checkpoint (a ValueError for a corrupt or foreign file).
+
+    Returns a dict with ``step``, ``config`` (TrainConfig), ``model_config``, ``model`` (state
+    dict), ``optimizer`` (state dict), ``rng_state``, ``losses``, ``evaluations``, ``marginal``.
+    """
+    ck = _checkpoint.load(path)
+    extra = ck.get("extra")
+    if not isinstance(extra, dict) or "losses" not in extra:
+        raise ValueError(f"{str(path)!r} is not a valid fmref checkpoint: no loss history")
+    try:
+        ck["config"] = TrainConfig.from_dict(ck["config"])
+        ck["losses"] = np.asarray(extra["losses"], dtype=np.float64)
+        ck["evaluations"] = tuple(Evaluation(**e) for e in ck.get("evaluations", []))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} is not a valid fmref checkpoint: {exc}") from None
+    if not isinstance(ck["step"], int) or ck["losses"].shape != (ck["step"],):
+        raise ValueError(f"{str(path)!r} is not a valid fmref checkpoint: step/loss mismatch")
+    return ck
+
+
+def _save(
+    path: Path,
+    step: int,
+    model: Any,
+    opt: Any,
+    g: Any,
+    config: TrainConfig,
+    marginal: MarginalPath,
+    losses: list[float],
+    evals: list[Evaluation],
+) -> None:
+    meta = {
+        "step": step,
+        "config": asdict(config),
+        "model_config": model.to_config(),
+        "rng_state": g.bit_generator.state,
+        "marginal": _describe(marginal),
+        "evaluations": [asdict(e) for e in evals],
+    }
+    states = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "extra": {"losses": np.asarray(losses, dtype=np.float64)},
+    }
+    _checkpoint.save(path, meta, states)
+
+
+def _resume(path: Any, model: Any, marginal: MarginalPath, config: TrainConfig) -> Any:
+    ck = load_checkpoint(path)
+    old: TrainConfig = ck["config"]
+    diff = [
+        f.name
+        for f in fields(TrainConfig)
+        if f.name not in _RESUMABLE and getattr(old, f.name) != getattr(config, f.name)
+    ]
+    if diff:
+        raise ValueError(f"resume: config differs from the checkpoint's in {diff}")
+    if ck["model_config"] != model.to_config():
+        raise ValueError(f"resume: model {model.to_config()} != checkpoint {ck['model_config']}")
+    if ck.get("marginal") != _describe(marginal):
+        raise ValueError("resume: the checkpoint was written for another data set or schedule")
+    if ck["step"] > config.steps:
+        raise ValueError(f"resume: checkpoint is at step {ck['step']} > steps={config.steps}")
+    return ck
+
+
+def train(
+    model: Any,
+    marginal: MarginalPath,
+    config: TrainConfig | None = None,
+    *,
+    callback: Callable[[StepInfo], None] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train ``model`` (an :class:`fmref.mlp.MLP`) on ``marginal`` by ``config.objective``.
+
+    ``checkpoint`` is written atomically every ``checkpoint_every`` steps and at the end;
+    ``resume`` loads a checkpoint (parameters, Adam state, step, RNG state, history) and
+    continues exactly where it stopped. ``stop_at`` ends early after that step (as if
+    interrupted). A non-finite loss raises ValueError naming the step before the update is
+    applied, so the model and the last checkpoint stay at the last good state.
+    """
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not isinstance(marginal, MarginalPath):
+        raise TypeError(f"marginal must be a MarginalPath, got {type(marginal).__name__}")
+    if config.objective == "linear" and not isinstance(marginal.schedule, Linear):
+        raise ValueError(
+            f"objective 'linear' (Algorithm 4) needs the Linear schedule, got "
+            f"{marginal.schedule!r}; use 'cfm' (Algorithm 3)"
+        )
+    if stop_at is not None:
+        _int(stop_at, "stop_at", 1)
+    start = time.perf_counter()
+    like = model.params[0]
+    xp = namespace(like)
+    put = lambda a: from_numpy(a, xp, device(like), like.dtype)  # noqa: E731
+    eval_stream = [config.seed, 1]
+
+    losses: list[float] = []
+    evals: list[Evaluation] = []
+    step = 0
+    if resume is not None:
+        ck = _resume(resume, model, marginal, config)
+        model.load_state_dict(ck["model"])
+        opt = make_optimizer(model, config)
+        opt.load_state_dict(ck["optimizer"])
+        g = _generator(ck["rng_state"])
+        step, losses, evals = ck["step"], ck["losses"].tolist(), list(ck["evaluations"])
+    else:
+        opt = make_optimizer(model, config)
+        g = np.random.default_rng([config.seed, 0])
+    floor = cfm_floor(marginal, n=config.floor_n, rng=np.random.default_rng([config.seed, 2]))
+
+    def evaluate(at: int) -> Evaluation:
+        est = fm_loss(
+            model, marginal, n=config.eval_n, rng=np.random.default_rng(eval_stream), like=like
+        )
+        rel, rel_se = float(est.relative or 0.0), float(est.relative_stderr or 0.0)
+        return Evaluation(at, est.value, est.stderr, rel, rel_se)
+
+    path = None if checkpoint is None else Path(checkpoint)
+    last = config.steps if stop_at is None else min(stop_at, config.steps)
+    while step < last:
+        x, t, target = _minibatch(config.objective, marginal, g, config.batch)
+        loss, grads = model.loss_and_grad(put(x), put(t), put(target))
+        if not math.isfinite(loss):
+            kept = f"; the last good checkpoint is {str(path)!r}" if path else ""
+            raise ValueError(f"non-finite training loss {loss} at step {step + 1}{kept}")
+        opt.step(grads)
+        step += 1
+        losses.append(loss)
+        ev = None
+        if step == config.steps or (config.eval_every and step % config.eval_every == 0):
+            ev = evaluate(step)
+            evals.append(ev)
+        if path is not None and (
+            step == last or (config.checkpoint_every and step % config.checkpoint_every == 0)
+        ):
+            _save(path, step, model, opt, g, config, marginal, losses, evals)
+        if callback is not None:
+            callback(StepInfo(step, config.steps, loss, floor.value, ev))
+    if not evals or evals[-1].step != step:
+        evals.append(evaluate(step))
+    return TrainResult(
+        model=model,
+        optimizer=opt,
+        config=config,
+        losses=np.asarray(losses, dtype=np.float64),
+        evaluations=tuple(evals),
+        floor=floor,
+        wall_time=time.perf_counter() - start,
+        start_step=0 if resume is None else int(ck["step"]),
+        checkpoint=path,
+    )

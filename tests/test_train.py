@@ -1,0 +1,294 @@
+"""Training loops (Algorithms 3 and 4, marginal FM), checkpoints, resumption and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fmref.marginals import MarginalPath
+from fmref.mixtures import GaussianMixture, eight_gaussians
+from fmref.mlp import MLP
+from fmref.schedules import Cosine, Linear, SqrtBeta
+from fmref.train import StepInfo, TrainConfig, load_checkpoint, train
+
+SMALL = dict(batch=64, lr=3e-3, eval_n=256, floor_n=512)
+
+
+def linear_mp() -> MarginalPath:
+    return MarginalPath(eight_gaussians(), Linear())
+
+
+def net(seed: int = 0, **kw: Any) -> MLP:
+    return MLP(2, (16, 16), rng=seed, **kw)
+
+
+class Recorder:
+    """Wrap a model and keep every minibatch (x, t, target) passed to loss_and_grad."""
+
+    def __init__(self, model: MLP) -> None:
+        self.model = model
+        self.batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def __call__(self, x: Any, t: Any) -> Any:
+        return self.model(x, t)
+
+    def loss_and_grad(self, x: Any, t: Any, target: Any) -> Any:
+        self.batches.append((np.array(x), np.array(t), np.array(target)))
+        return self.model.loss_and_grad(x, t, target)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "objective"), [(Linear(), "linear"), (Cosine(), "cfm")], ids=["alg4", "alg3"]
+)
+def test_minibatches_follow_the_algorithm(schedule: Any, objective: str) -> None:
+    """Invert (x, target) = (αz + βε, α̇z + β̇ε) per row: z must be p_data, ε N(0, I), t U[0,1)."""
+    data = GaussianMixture([0.3, 0.7], [[2.0, 0.0], [-1.0, 3.0]], [[0.5, 0.2], [1.0, 0.3]])
+    mp = MarginalPath(data, schedule)
+    rec = Recorder(net())
+    train(rec, mp, TrainConfig(steps=40, objective=objective, **SMALL))  # type: ignore[arg-type]
+    x, t, target = (np.concatenate(a) for a in zip(*rec.batches, strict=True))
+    assert x.shape == target.shape == (40 * 64, 2) and t.shape == (40 * 64,)
+    s = schedule(t)
+    det = s.alpha * s.beta_dot - s.beta * s.alpha_dot
+    z = (s.beta_dot[:, None] * x - s.beta[:, None] * target) / det[:, None]
+    eps = (s.alpha[:, None] * target - s.alpha_dot[:, None] * x) / det[:, None]
+    n = t.size
+    assert stats.kstest(t, "uniform").pvalue > 1e-3 and t.min() >= 0 and t.max() < 1
+    np.testing.assert_allclose(eps.mean(0), 0, rtol=0, atol=4.5 / math.sqrt(n))
+    np.testing.assert_allclose(np.cov(eps.T), np.eye(2), rtol=0, atol=6 * math.sqrt(2 / n))
+    sd = np.sqrt(np.diag(data.covariance()))
+    np.testing.assert_array_less(np.abs(z.mean(0) - data.mean()), 4.5 * sd / math.sqrt(n))
+    np.testing.assert_allclose(np.cov(z.T), data.covariance(), rtol=0.1, atol=0.05)
+    # ε is independent of z: their cross-covariance vanishes.
+    cross = (z - z.mean(0)).T @ (eps - eps.mean(0)) / n
+    np.testing.assert_allclose(cross, 0, rtol=0, atol=5 * sd.max() / math.sqrt(n))
+
+
+def test_algorithm3_on_linear_is_algorithm4() -> None:
+    mp = linear_mp()
+    a, b = net(), net()
+    cfg = dict(steps=30, **SMALL)
+    ra = train(a, mp, TrainConfig(objective="cfm", **cfg))  # type: ignore[arg-type]
+    rb = train(b, mp, TrainConfig(objective="linear", **cfg))  # type: ignore[arg-type]
+    for p, q in zip(a.params, b.params, strict=True):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(ra.losses, rb.losses)
+
+
+def test_marginal_objective_targets_the_exact_field() -> None:
+    mp = MarginalPath(eight_gaussians(), Cosine())
+    rec = Recorder(net())
+    train(rec, mp, TrainConfig(steps=3, objective="marginal", **SMALL))  # type: ignore[arg-type]
+    for x, t, target in rec.batches:
+        u = mp.vector_field(x, t)
+        np.testing.assert_allclose(target, u, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("objective", ["linear", "marginal"])
+def test_training_reduces_fm_loss(objective: str) -> None:
+    mp = linear_mp()
+    cfg = TrainConfig(steps=400, batch=128, lr=3e-3, objective=objective, eval_every=200,
+                      eval_n=2000, floor_n=2000)  # fmt: skip
+    res = train(MLP(2, (32, 32), rng=1), mp, cfg)
+    assert res.losses.shape == (400,) and np.all(np.isfinite(res.losses))
+    assert [e.step for e in res.evaluations] == [200, 400]
+    start = train(MLP(2, (32, 32), rng=1), mp, TrainConfig(steps=1, lr=1e-9, eval_n=2000))
+    assert res.final.relative_fm_loss < 0.3 < start.final.relative_fm_loss
+    assert res.floor.finite and res.floor.value > 0 and res.wall_time > 0
+
+
+def test_both_losses_lead_to_the_same_field() -> None:
+    mp = linear_mp()
+    kw = dict(steps=600, batch=128, lr=3e-3, eval_n=2000, floor_n=512)
+    a = train(MLP(2, (32, 32), rng=2), mp, TrainConfig(objective="linear", **kw))  # type: ignore[arg-type]
+    b = train(MLP(2, (32, 32), rng=2), mp, TrainConfig(objective="marginal", **kw))  # type: ignore[arg-type]
+    from fmref.losses import fm_loss
+
+    # Distance between the two learned fields, measured like fm_loss with the other as "u".
+    g = np.random.default_rng(0)
+    t = g.random(2000)
+    x = mp.sample(2000, t, g)
+    gap = np.mean(np.sum((a.model(x, t) - b.model(x, t)) ** 2, axis=1))
+    u2 = np.mean(np.sum(mp.vector_field(x, t) ** 2, axis=1))
+    assert gap / u2 < 0.2
+    for r in (a, b):
+        assert fm_loss(r.model, mp, n=2000, rng=1).relative < 0.2
+
+
+def test_callback_sees_every_step() -> None:
+    seen: list[StepInfo] = []
+    res = train(
+        net(), linear_mp(), TrainConfig(steps=12, eval_every=5, **SMALL), callback=seen.append
+    )  # type: ignore[arg-type]
+    assert [s.step for s in seen] == list(range(1, 13))
+    assert all(s.floor == res.floor.value and s.steps == 12 for s in seen)
+    assert [s.step for s in seen if s.evaluation] == [5, 10, 12]
+    np.testing.assert_array_equal([s.loss for s in seen], res.losses)
+
+
+@pytest.mark.parametrize("objective", ["cfm", "marginal"])
+def test_resume_is_bit_for_bit(tmp_path: Path, objective: str) -> None:
+    mp = MarginalPath(eight_gaussians(), Cosine())
+    cfg = TrainConfig(steps=40, eval_every=10, objective=objective, **SMALL)  # type: ignore[arg-type]
+    straight = train(net(), mp, cfg)
+    ck = tmp_path / "ck.npz"
+    half = train(net(), mp, cfg, checkpoint=ck, stop_at=20)
+    assert half.losses.shape == (20,) and load_checkpoint(ck)["step"] == 20
+    resumed = train(net(seed=99), mp, cfg, checkpoint=ck, resume=ck)
+    assert resumed.start_step == 20
+    for p, q in zip(straight.model.params, resumed.model.params, strict=True):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(straight.losses, resumed.losses)
+    assert straight.evaluations == resumed.evaluations
+    assert straight.optimizer.step_count == resumed.optimizer.step_count == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]  # no temp files left
+
+
+def test_resume_from_periodic_checkpoint(tmp_path: Path) -> None:
+    mp = linear_mp()
+    cfg = TrainConfig(steps=30, checkpoint_every=10, objective="linear", **SMALL)  # type: ignore[arg-type]
+    ck = tmp_path / "run" / "ck.npz"
+    straight = train(net(), mp, cfg, checkpoint=ck)
+    with np.load(ck, allow_pickle=False) as z:  # plain arrays only, no pickle
+        meta = json.loads(str(z["meta"]))
+    assert meta["step"] == 30 and meta["model_config"] == net().to_config()
+    mid = tmp_path / "mid.npz"
+    train(net(), mp, cfg, checkpoint=mid, stop_at=10)
+    resumed = train(net(), mp, cfg, resume=mid)
+    for p, q in zip(straight.model.params, resumed.model.params, strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_non_finite_loss_names_the_step_and_keeps_checkpoint(tmp_path: Path) -> None:
+    model = net()
+    real = model.loss_and_grad
+    calls = {"n": 0}
+
+    def poisoned(x: Any, t: Any, target: Any) -> Any:
+        calls["n"] += 1
+        loss, grads = real(x, t, target)
+        return (math.nan if calls["n"] == 7 else loss), grads
+
+    model.loss_and_grad = poisoned  # type: ignore[method-assign]
+    ck = tmp_path / "ck.npz"
+    cfg = TrainConfig(steps=20, checkpoint_every=5, **SMALL)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"step 7.*ck\.npz"):
+        train(model, linear_mp(), cfg, checkpoint=ck, callback=lambda s: None)
+    before = [np.array(p) for p in model.params]
+    good = load_checkpoint(ck)
+    assert good["step"] == 5
+    # The bad step was not applied: parameters are those after step 6, all finite.
+    assert all(np.all(np.isfinite(p)) for p in before)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(lr=-1e-3), "lr"),
+        (dict(lr=0.0), "lr"),
+        (dict(lr=math.nan), "lr"),
+        (dict(batch=0), "batch"),
+        (dict(steps=0), "steps"),
+        (dict(objective="sgd"), "objective"),
+        (dict(weight_decay=-1.0), "weight_decay"),
+        (dict(lr_schedule="step"), "lr_schedule"),
+    ],
+)
+def test_invalid_hyper_parameters(kw: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_invalid_model_and_objective() -> None:
+    with pytest.raises(ValueError, match="hidden"):
+        MLP(2, (0, 16), rng=0)
+    with pytest.raises(ValueError, match="Linear"):
+        train(net(), MarginalPath(eight_gaussians(), Cosine()), TrainConfig(objective="linear"))
+    with pytest.raises(ValueError, match="stop_at"):
+        train(net(), linear_mp(), TrainConfig(steps=2, **SMALL), stop_at=0)  # type: ignore[arg-type]
+
+
+def test_singular_schedule_reports_infinite_floor() -> None:
+    res = train(net(), MarginalPath(eight_gaussians(), SqrtBeta()), TrainConfig(steps=3, **SMALL))  # type: ignore[arg-type]
+    assert math.isinf(res.floor.value) and "infinite" in (res.floor.warning or "")
+
+
+@pytest.fixture
+def good_checkpoint(tmp_path: Path) -> Path:
+    ck = tmp_path / "good.npz"
+    train(net(), linear_mp(), TrainConfig(steps=4, **SMALL), checkpoint=ck)  # type: ignore[arg-type]
+    return ck
+
+
+def _rewrite(src: Path, dst: Path, **changes: Any) -> Path:
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(dst, **arrays)
+    return dst
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(good_checkpoint: Path, tmp_path: Path) -> None:
+    raw = good_checkpoint.read_bytes()
+    truncated = tmp_path / "trunc.npz"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all" * 10)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.ones(3))
+    meta = json.loads(str(np.load(good_checkpoint)["meta"]))
+    bad_schema = _rewrite(good_checkpoint, tmp_path / "schema.npz",
+                          meta=np.array(json.dumps(dict(meta, schema=99))))  # fmt: skip
+    bad_magic = _rewrite(good_checkpoint, tmp_path / "magic.npz", magic=np.array("torch"))
+    extra = _rewrite(good_checkpoint, tmp_path / "extra.npz", sneaky=np.zeros(2))
+    missing = _rewrite(good_checkpoint, tmp_path / "missing.npz", **{"a/0": None})
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, magic=np.array("fmref-checkpoint"), meta=np.array([{"a": 1}], dtype=object))
+    cases = [
+        (truncated, "not a valid fmref checkpoint"),
+        (garbage, "not a valid fmref checkpoint"),
+        (foreign, "magic"),
+        (bad_schema, "schema 99"),
+        (bad_magic, "wrong magic"),
+        (extra, "unexpected arrays"),
+        (missing, "missing array"),
+        (pickled, "not a valid fmref checkpoint"),
+    ]
+    for path, match in cases:
+        with pytest.raises(ValueError, match=match):
+            load_checkpoint(path)
+        with pytest.raises(ValueError, match=match):
+            train(net(), linear_mp(), TrainConfig(steps=8, **SMALL), resume=path)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "absent.npz")
+
+
+def test_resume_refuses_mismatches(good_checkpoint: Path) -> None:
+    mp = linear_mp()
+    with pytest.raises(ValueError, match="lr"):
+        train(net(), mp, TrainConfig(steps=8, **dict(SMALL, lr=1e-2)), resume=good_checkpoint)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="model"):
+        train(MLP(2, (8,), rng=0), mp, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)  # type: ignore[arg-type]
+    other = MarginalPath(eight_gaussians(radius=3.0), Linear())
+    with pytest.raises(ValueError, match="data set or schedule"):
+        train(net(), other, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)  # type: ignore[arg-type]
+
+
+def test_backends_train_alike(backend: Any) -> None:
+    like = backend.asarray(np.zeros(1))
+    cfg = TrainConfig(steps=10, objective="linear", **SMALL)  # type: ignore[arg-type]
+    ref = train(net(), linear_mp(), cfg)
+    got = train(net(like=like), linear_mp(), cfg)
+    for p, q in zip(ref.model.params, got.model.params, strict=True):
+        np.testing.assert_allclose(backend.to_numpy(q), p, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(got.final.fm_loss, ref.final.fm_loss, rtol=1e-8, atol=0)
