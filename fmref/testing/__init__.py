@@ -1,0 +1,75 @@
+"""The oracle for other implementations: assert helpers, golden vectors, hypothesis strategies.
+
+``fmref.testing`` uses the core and is never imported by it. The hypothesis strategies live in
+:mod:`fmref.testing.strategies`, imported on first use, so ``import fmref.testing`` does not need
+hypothesis.
+
+Default tolerances by the dtype of the implementation's output (see :data:`TOLERANCES`):
+
+========== ======= ======= ==============================================================
+dtype       rtol    atol    why
+========== ======= ======= ==============================================================
+float64     1e-7    1e-9    an independent float64 implementation of the closed forms agrees
+                            to ~1e-12 on well-conditioned mixtures; 1e-7 leaves room for
+                            other algorithms (Cholesky instead of eigenvectors, autodiff
+                            divergences) while still catching any formula error
+float32     1e-4    1e-5    unit roundoff 6e-8 amplified by log-sum-exp, d-term sums and
+                            the condition number of S_k = α²Σ_k + β²I (≤ ~100 here)
+float16/    1e-2    1e-3    unit roundoff 5e-4 (float16) / 4e-3 (bfloat16)
+bfloat16
+========== ======= ======= ==============================================================
+
+A check passes where |actual − expected| ≤ atol + rtol·|expected| elementwise (NumPy's
+``allclose`` rule); the report gives the worst ratio |actual − expected| / (atol + rtol·|expected|).
+Log-likelihoods from an ODE solve default to 100× these tolerances (the solver's error, not
+rounding, dominates there).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._tolerance import TOLERANCES, default_tolerance
+from .asserts import (
+    assert_conditional_path_close,
+    assert_log_likelihood_close,
+    assert_quantity_close,
+    assert_score_close,
+    assert_vector_field_close,
+)
+from .vectors import (
+    SCHEMA_VERSION,
+    Suite,
+    VerifyReport,
+    VerifyRow,
+    load_suite,
+    verify_suite,
+    write_suite,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TOLERANCES",
+    "Suite",
+    "VerifyReport",
+    "VerifyRow",
+    "assert_conditional_path_close",
+    "assert_log_likelihood_close",
+    "assert_quantity_close",
+    "assert_score_close",
+    "assert_vector_field_close",
+    "default_tolerance",
+    "load_suite",
+    "strategies",
+    "verify_suite",
+    "write_suite",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use so that fmref.testing works without hypothesis installed.
+    if name == "strategies":
+        import importlib
+
+        return importlib.import_module(".strategies", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

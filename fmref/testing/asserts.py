@@ -1,0 +1,320 @@
+"""Assert that a user's implementation (any array library) matches fmref's exact quantities.
+
+Every helper draws points where the density is not negligible (exact samples of p_t or
+p_data), converts them to the user's library (``like=`` an example array, or ``to_impl=`` a
+NumPy → array converter), calls the user's function, brings the result back to NumPy (DLPack
+or the namespace) and compares it with the exact value *at the inputs as the user saw them*
+(float32 rounding of x and t is not counted as the user's error). Failures raise
+``AssertionError`` naming the worst point, its t, the expected and actual values and the error
+relative to the tolerance. Tolerances default by the output dtype (table in ``fmref.testing``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..marginals import QUANTITIES, MarginalPath
+from ..mixtures import GaussianMixture, rng_from
+from ..paths import GaussianPath
+from ..schedules import Schedule
+from ._tolerance import Converter, back, compare, converter, default_tolerance, fmt
+
+__all__ = [
+    "assert_conditional_path_close",
+    "assert_log_likelihood_close",
+    "assert_quantity_close",
+    "assert_score_close",
+    "assert_vector_field_close",
+]
+
+_DEFAULT_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
+_SCALAR = {"log_prob", "divergence", "dlog_prob_dt", "posterior_cov_trace"}
+
+
+def _check_n(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    return int(n)
+
+
+def _check_q(q: Any) -> float:
+    if not (isinstance(q, (int, float)) and 0 < q <= 1):
+        raise ValueError(f"quantile must be a number in (0, 1], got {q!r}")
+    return float(q)
+
+
+def _valid_times(
+    times: Sequence[float] | None,
+    ok: Callable[[float], bool],
+    defaults: Sequence[float] = _DEFAULT_TIMES,
+) -> list[float]:
+    """User times are validated strictly; the defaults drop the times where ``ok`` is False."""
+    if times is None:
+        return [t for t in defaults if ok(t)]
+    ts = [float(t) for t in np.atleast_1d(np.asarray(times, dtype=np.float64))]
+    if not ts or any(not (0.0 <= t <= 1.0) for t in ts):
+        raise ValueError(f"times must be a nonempty sequence of floats in [0, 1], got {times!r}")
+    return ts
+
+
+def _inputs(conv: Converter, a: np.ndarray) -> tuple[Any, np.ndarray]:
+    """Convert to the user's library and return the float64 values the user actually sees."""
+    u = conv(a)
+    return u, back(u, "the converter", a.shape)
+
+
+def _fail(
+    name: str,
+    cmp: Any,
+    rtol: float,
+    atol: float,
+    quantile: float,
+    m: int,
+    ctx: str,
+    expected: np.ndarray,
+    actual: np.ndarray,
+    ratios_over: int,
+) -> None:
+    i, j = cmp.row, cmp.column
+    comp = "" if j is None else f" in component {j}"
+    rule = "max" if quantile == 1.0 else f"{quantile:g}-quantile over points"
+    raise AssertionError(
+        f"{name}: {ratios_over} of {m} points exceed the tolerance (rtol={rtol:g}, atol={atol:g},"
+        f" criterion: {rule} of the error ratio ≤ 1); worst point is row {i}:\n"
+        f"  {ctx}\n"
+        f"  expected = {fmt(expected[i])}\n"
+        f"  actual   = {fmt(actual[i])}\n"
+        f"  |actual − expected| / (atol + rtol·|expected|) = {cmp.ratio:.3g}{comp}"
+    )
+
+
+def _check(
+    name: str,
+    actual: np.ndarray,
+    expected: np.ndarray,
+    rtol: float,
+    atol: float,
+    quantile: float,
+    ctx: Callable[[int], str],
+) -> None:
+    a2 = actual.reshape(actual.shape[0], -1) if actual.ndim > 2 else actual
+    e2 = expected.reshape(expected.shape[0], -1) if expected.ndim > 2 else expected
+    cmp = compare(a2, e2, rtol, atol, quantile)
+    if cmp.quantile_ratio <= 1.0:
+        return
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(a2 - e2) <= atol + rtol * np.abs(e2))
+    over = int(np.sum(bad if bad.ndim == 1 else bad.any(axis=1)))
+    _fail(name, cmp, rtol, atol, quantile, a2.shape[0], ctx(cmp.row), e2, a2, over)
+
+
+def assert_quantity_close(
+    fn: Callable[[Any, Any], Any],
+    marginal: MarginalPath,
+    quantity: str,
+    *,
+    n: int = 64,
+    times: Sequence[float] | None = None,
+    rng: Any = 0,
+    rtol: float | None = None,
+    atol: float | None = None,
+    like: Any = None,
+    to_impl: Converter | None = None,
+    quantile: float = 1.0,
+    _caller: str | None = None,
+) -> None:
+    """Assert ``fn(x, t)`` equals the exact ``quantity`` of ``marginal`` at x ~ p_t.
+
+    ``fn`` receives x of shape (m, d) and t of shape (m,) (per-row times, m = n·len(times)) in
+    the user's library and returns the quantity's shape: (m, d) for score, vector_field, x_hat,
+    eps_hat; (m,) for log_prob, divergence, dlog_prob_dt, posterior_cov_trace; (m, k)
+    responsibilities; (m, d, d) jacobian. Default ``times`` are 0, ¼, ½, ¾, 1, less those where
+    the quantity is undefined (t = 1 for Dirac data). ``quantile`` < 1 (for learned fields)
+    requires only that fraction of points to be within tolerance; the worst is still reported.
+    """
+    if not isinstance(marginal, MarginalPath):
+        raise TypeError(f"marginal must be an fmref MarginalPath, got {type(marginal).__name__}")
+    if quantity not in QUANTITIES:
+        raise ValueError(f"quantity must be one of {QUANTITIES}, got {quantity!r}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    n, quantile = _check_n(n), _check_q(quantile)
+    g = rng_from(rng)
+    d = marginal.dim
+
+    def ok(t: float) -> bool:
+        try:
+            marginal.evaluate(np.zeros((1, d)), t, (quantity,))
+        except ValueError:
+            return False
+        return True
+
+    ts = _valid_times(times, ok)
+    x = np.concatenate([marginal.sample(n, t, g) for t in ts], axis=0)
+    t_all = np.repeat(np.asarray(ts), n)
+    conv = converter(like, to_impl)
+    xu, xs = _inputs(conv, x)
+    tu, tsn = _inputs(conv, t_all)
+    tsn = np.clip(tsn, 0.0, 1.0)
+    expected = np.asarray(marginal.evaluate(xs, tsn, (quantity,))[quantity], dtype=np.float64)
+    out = fn(xu, tu)
+    rt, at = default_tolerance(getattr(out, "dtype", np.float64), rtol, atol)
+    actual = back(out, "fn", expected.shape)
+    _check(
+        _caller or f"assert_quantity_close[{quantity}]",
+        actual,
+        expected,
+        rt,
+        at,
+        quantile,
+        lambda i: f"t = {tsn[i]:.10g}, x = {fmt(xs[i])}",
+    )
+
+
+def assert_vector_field_close(
+    fn: Callable[[Any, Any], Any], marginal: MarginalPath, **kwargs: Any
+) -> None:
+    """Assert ``fn(x, t)`` (shape (m, d)) equals the exact marginal field u_t(x) at x ~ p_t.
+
+    Keywords as :func:`assert_quantity_close` (n, times, rng, rtol, atol, like, to_impl,
+    quantile). For a trained network pass loose ``atol``/``rtol`` and perhaps ``quantile``.
+    """
+    assert_quantity_close(
+        fn, marginal, "vector_field", _caller="assert_vector_field_close", **kwargs
+    )
+
+
+def assert_score_close(
+    fn: Callable[[Any, Any], Any], marginal: MarginalPath, **kwargs: Any
+) -> None:
+    """Assert ``fn(x, t)`` (shape (m, d)) equals the exact score ∇log p_t(x) at x ~ p_t."""
+    assert_quantity_close(fn, marginal, "score", _caller="assert_score_close", **kwargs)
+
+
+def assert_conditional_path_close(
+    sample_fn: Callable[[Any, Any, Any], Any] | None,
+    target_fn: Callable[[Any, Any, Any], Any] | None,
+    path: GaussianPath | Schedule,
+    *,
+    data: GaussianMixture | None = None,
+    n: int = 64,
+    times: Sequence[float] | None = None,
+    rng: Any = 0,
+    rtol: float | None = None,
+    atol: float | None = None,
+    like: Any = None,
+    to_impl: Converter | None = None,
+) -> None:
+    """Assert a user's path sampler and regression target match fmref's, given the same z, ε, t.
+
+    ``sample_fn(z, eps, t)`` must return x_t = α_t z + β_t ε and ``target_fn(z, eps, t)`` the
+    CFM target α̇_t z + β̇_t ε; z, ε have shape (m, d), t shape (m,). Either may be None.
+    z ~ ``data`` (default N(0, 4 I) in d = 2), ε ~ N(0, I). Default times 0, 0.2, …, 1, less
+    t = 1 for the target where β̇ is infinite there.
+    """
+    if isinstance(path, Schedule):
+        path = GaussianPath(path)
+    if not isinstance(path, GaussianPath):
+        raise TypeError(f"path must be a GaussianPath or Schedule, got {type(path).__name__}")
+    if sample_fn is None and target_fn is None:
+        raise ValueError("give at least one of sample_fn and target_fn")
+    for nm, f in (("sample_fn", sample_fn), ("target_fn", target_fn)):
+        if f is not None and not callable(f):
+            raise TypeError(f"{nm} must be callable or None, got {type(f).__name__}")
+    if data is None:
+        data = GaussianMixture.gaussian(np.zeros(2), 4.0)
+    if not isinstance(data, GaussianMixture):
+        raise TypeError(f"data must be a GaussianMixture or None, got {type(data).__name__}")
+    n = _check_n(n)
+    g = rng_from(rng)
+    one = np.zeros((1, data.dim))
+
+    def ok(t: float) -> bool:
+        if target_fn is None:
+            return True
+        try:
+            path.target(one, one, t)
+        except ValueError:
+            return False
+        return True
+
+    ts = _valid_times(times, ok, (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
+    m = n * len(ts)
+    z = data.sample(m, g)
+    eps = g.standard_normal(z.shape)
+    t_all = np.repeat(np.asarray(ts), n)
+    conv = converter(like, to_impl)
+    (zu, zs), (eu, es), (tu, tsn) = (_inputs(conv, a) for a in (z, eps, t_all))
+    tsn = np.clip(tsn, 0.0, 1.0)
+
+    def ctx(i: int) -> str:
+        return f"t = {tsn[i]:.10g}, z = {fmt(zs[i])}, eps = {fmt(es[i])}"
+
+    for name, f, exact in (
+        ("sample_fn", sample_fn, lambda: path.sample(zs, tsn, es)),
+        ("target_fn", target_fn, lambda: path.target(zs, es, tsn)),
+    ):
+        if f is None:
+            continue
+        out = f(zu, eu, tu)
+        rt, at = default_tolerance(getattr(out, "dtype", np.float64), rtol, atol)
+        expected = np.asarray(exact(), dtype=np.float64)
+        _check(
+            f"assert_conditional_path_close[{name}]",
+            back(out, name, expected.shape),
+            expected,
+            rt,
+            at,
+            1.0,
+            ctx,
+        )
+
+
+def assert_log_likelihood_close(
+    fn: Callable[[Any], Any],
+    model: MarginalPath | GaussianMixture,
+    *,
+    n: int = 64,
+    x: Any = None,
+    rng: Any = 0,
+    rtol: float | None = None,
+    atol: float | None = None,
+    like: Any = None,
+    to_impl: Converter | None = None,
+    quantile: float = 1.0,
+) -> None:
+    """Assert ``fn(x)`` (shape (n,)) equals the exact log p_data(x) at x ~ p_data (or at ``x``).
+
+    For a flow's likelihood (log p_0(X_0) − ∫ div u_t dt along the ODE) ``model`` is the
+    MarginalPath whose field the flow integrates, or the GaussianMixture p_data. Default
+    tolerances are 100× the table's: an ODE solve's error dominates rounding.
+    """
+    data = model.data if isinstance(model, MarginalPath) else model
+    if not isinstance(data, GaussianMixture):
+        raise TypeError(
+            f"model must be a MarginalPath or GaussianMixture, got {type(model).__name__}"
+        )
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    quantile = _check_q(quantile)
+    if x is None:
+        x = data.sample(_check_n(n), rng_from(rng))
+    x = np.asarray(back(x, "x", tuple(np.shape(x))), dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != data.dim:
+        raise ValueError(f"x must have shape (n, {data.dim}), got {x.shape}")
+    xu, xs = _inputs(converter(like, to_impl), x)
+    expected = np.asarray(data.log_prob(xs), dtype=np.float64)
+    out = fn(xu)
+    rt, at = default_tolerance(getattr(out, "dtype", np.float64), rtol, atol, scale=100.0)
+    _check(
+        "assert_log_likelihood_close",
+        back(out, "fn", expected.shape),
+        expected,
+        rt,
+        at,
+        quantile,
+        lambda i: f"x = {fmt(xs[i])} (t = 1)",
+    )

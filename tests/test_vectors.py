@@ -1,0 +1,268 @@
+"""Golden vectors: determinism, manifest, safe loading (tampering), verify, and the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from fmref import GaussianMixture, MarginalPath
+from fmref.cli import main
+from fmref.schedules import SCHEDULES
+from fmref.testing import SCHEMA_VERSION, load_suite, verify_suite, write_suite
+from fmref.testing import vectors as vmod
+from fmref.testing._npzio import sha256
+
+
+@pytest.fixture(scope="module")
+def suite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("vec") / "suite"
+    write_suite(out, seed=3)
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _fmref_impl(quantity: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+    """A reference impl by fmref itself (verifies the plumbing, not the formulas)."""
+    if quantity == "target":
+        return None
+    mp = MarginalPath(
+        GaussianMixture(case["weights"], case["means"], case["covs"]),
+        SCHEDULES[case["schedule"]](**case["schedule_params"]),
+    )
+    return mp.evaluate(inputs["x"], inputs["t"], (quantity,))[quantity]
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path: Path, suite_dir: Path) -> None:
+    write_suite(tmp_path / "again", seed=3)
+    a, b = _files(suite_dir), _files(tmp_path / "again")
+    assert a.keys() == b.keys() and len(a) == 25
+    assert all(a[k] == b[k] for k in a)
+    write_suite(tmp_path / "other", seed=4)
+    c = _files(tmp_path / "other")
+    assert a["cases/linear-full.npz"] != c["cases/linear-full.npz"]
+
+
+def test_npz_members_have_fixed_timestamps(suite_dir: Path) -> None:
+    with zipfile.ZipFile(suite_dir / "cases" / "cosine-full.npz") as zf:
+        assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_manifest_records_versions_hashes_and_parameters(suite_dir: Path) -> None:
+    m = json.loads((suite_dir / "manifest.json").read_text())
+    assert m["schema_version"] == SCHEMA_VERSION and m["seed"] == 3 and m["dtype"] == "float64"
+    assert m["fmref_version"] == __import__("fmref").__version__
+    assert m["tolerances"]["float64"] == {"rtol": 1e-7, "atol": 1e-9}
+    kinds = {c["data"]["kind"] for c in m["cases"]}
+    scheds = {c["schedule"] for c in m["cases"]}
+    assert kinds == {"isotropic", "diagonal", "full", "dirac"} and len(scheds) == 6
+    for c in m["cases"]:
+        assert sha256((suite_dir / c["file"]).read_bytes()) == c["sha256"]
+        assert (1.0 in c["times"]) == (c["data"]["kind"] != "dirac")
+        assert 0.0 in c["times"]
+
+
+def test_expected_values_match_an_independent_density_and_identities(suite_dir: Path) -> None:
+    suite = load_suite(suite_dir)
+    for case in suite.cases:
+        p, inp, exp = case.params, case.inputs, case.expected
+        a, b = inp["alpha"][:, None], inp["beta"][:, None]
+        np.testing.assert_allclose(inp["x"], a * inp["z"] + b * inp["eps"], rtol=1e-14, atol=1e-14)
+        finite = np.isfinite(inp["beta_dot"])
+        tgt = inp["alpha_dot"][:, None] * inp["z"] + inp["beta_dot"][:, None] * inp["eps"]
+        np.testing.assert_allclose(exp["target"][finite], tgt[finite], rtol=1e-14, atol=1e-14)
+        assert np.all(np.isnan(exp["target"][~finite]))
+        # log p_t by scipy's dense densities with S_k = α² Σ_k + β² I (no eigenbasis).
+        covs = GaussianMixture(p["weights"], p["means"], p["covs"]).full_covs()
+        d = covs.shape[1]
+        logs = []
+        for i in range(inp["t"].shape[0]):
+            ai, bi = inp["alpha"][i], inp["beta"][i]
+            comps = [
+                np.log(w)
+                + multivariate_normal(ai * mu, ai**2 * c + bi**2 * np.eye(d)).logpdf(inp["x"][i])
+                for w, mu, c in zip(p["weights"], p["means"], covs, strict=True)
+            ]
+            logs.append(logsumexp(comps))
+        np.testing.assert_allclose(exp["log_prob"], logs, rtol=1e-10, atol=1e-10)
+        # Continuity equation, log form, at every row.
+        res = (
+            exp["dlog_prob_dt"] + exp["divergence"] + np.sum(exp["vector_field"] * exp["score"], 1)
+        )
+        scale = np.abs(exp["dlog_prob_dt"]) + np.abs(exp["divergence"]) + 1.0
+        np.testing.assert_allclose(res / scale, 0.0, atol=1e-10)
+
+
+def test_verify_passes_fmref_and_reports_skips(suite_dir: Path) -> None:
+    rep = verify_suite(suite_dir, _fmref_impl)
+    assert rep.passed
+    assert rep.count("pass") == 24 * 6 and rep.count("skip") == 24
+    assert "PASSED" in rep.table() and "SKIP" in rep.table()
+
+
+def test_verify_fails_a_wrong_quantity_and_names_the_row(suite_dir: Path) -> None:
+    def wrong(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        out = _fmref_impl(q, case, inputs)
+        return None if out is None else (out * (1 + 1e-5) if q == "divergence" else out)
+
+    rep = verify_suite(suite_dir, wrong, quantities=["divergence", "score"])
+    assert not rep.passed
+    fails = [r for r in rep.rows if r.status == "fail"]
+    assert {r.quantity for r in fails} == {"divergence"}
+    assert all(r.ratio is not None and r.ratio > 1 and r.row is not None for r in fails)
+    assert "FAIL" in rep.table() and "expected" in rep.table()
+    # A looser tolerance accepts the same implementation.
+    assert verify_suite(suite_dir, wrong, quantities=["divergence"], rtol=1e-4).passed
+
+
+def test_verify_reports_errors_and_nothing_implemented(suite_dir: Path) -> None:
+    def boom(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        raise RuntimeError("kaput")
+
+    rep = verify_suite(suite_dir, boom, quantities=["score"])
+    assert rep.count("error") == 24 and not rep.passed and "kaput" in rep.table()
+    rep = verify_suite(suite_dir, lambda q, c, i: None)
+    assert rep.count("skip") == 24 * 7 and not rep.passed
+    with pytest.raises(ValueError, match="quantities"):
+        verify_suite(suite_dir, _fmref_impl, quantities=["nope"])
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    for rel, data in _files(src).items():
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dst / rel).write_bytes(data)
+    return dst
+
+
+def test_load_refuses_a_modified_file(tmp_path: Path, suite_dir: Path) -> None:
+    root = _copy(suite_dir, tmp_path / "s")
+    f = root / "cases" / "vp-full.npz"
+    data = bytearray(f.read_bytes())
+    data[-200] ^= 1
+    f.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"sha256 .* does not match"):
+        load_suite(root)
+    f.unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_suite(root)
+
+
+def test_load_refuses_wrong_schema_and_paths(tmp_path: Path, suite_dir: Path) -> None:
+    root = _copy(suite_dir, tmp_path / "s")
+    m = json.loads((root / "manifest.json").read_text())
+    for change, pattern in (
+        ({"schema_version": 99}, "schema_version 99 is not supported"),
+        ({"schema": "other"}, "wrong 'schema'"),
+    ):
+        (root / "manifest.json").write_text(json.dumps({**m, **change}))
+        with pytest.raises(ValueError, match=pattern):
+            load_suite(root)
+    bad = json.loads(json.dumps(m))
+    bad["cases"][0]["file"] = "cases/../../etc/passwd"
+    (root / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="bad file entry"):
+        load_suite(root)
+    (root / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_suite(root)
+
+
+def test_load_never_unpickles_even_with_a_matching_hash(tmp_path: Path, suite_dir: Path) -> None:
+    root = _copy(suite_dir, tmp_path / "s")
+    buf = io.BytesIO()
+    arrays = dict(np.load(root / "cases" / "linear-isotropic.npz"))
+    arrays["x"] = np.array([{"evil": 1}], dtype=object)
+    np.savez(buf, **arrays)  # pickles the object array
+    (root / "cases" / "linear-isotropic.npz").write_bytes(buf.getvalue())
+    m = json.loads((root / "manifest.json").read_text())
+    m["cases"][0]["sha256"] = sha256(buf.getvalue())
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        load_suite(root)
+
+
+def test_write_is_atomic_and_refuses_to_clobber(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "s"
+    calls = {"n": 0}
+    real = vmod.case_arrays
+
+    def flaky(*a: Any, **k: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("disk on fire")
+        return real(*a, **k)
+
+    monkeypatch.setattr(vmod, "case_arrays", flaky)
+    with pytest.raises(RuntimeError):
+        write_suite(out)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(vmod, "case_arrays", real)
+    write_suite(out)
+    with pytest.raises(ValueError, match="already exists"):
+        write_suite(out)
+    write_suite(out, seed=1, overwrite=True)
+    assert load_suite(out).manifest["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("x")
+    with pytest.raises(ValueError, match="not a vector suite"):
+        write_suite(tmp_path / "mine", overwrite=True)
+    for bad in ({"seed": -1}, {"per_time": 0}):
+        with pytest.raises(ValueError):
+            write_suite(tmp_path / "x", **bad)
+
+
+IMPL = """
+from fmref import GaussianMixture, MarginalPath
+from fmref.schedules import SCHEDULES
+
+def impl(quantity, case, inputs):
+    if quantity not in ("score", "vector_field"):
+        return None
+    mp = MarginalPath(GaussianMixture(case["weights"], case["means"], case["covs"]),
+                      SCHEDULES[case["schedule"]](**case["schedule_params"]))
+    out = mp.evaluate(inputs["x"], inputs["t"], (quantity,))[quantity]
+    return out * SCALE
+
+SCALE = 1.0
+"""
+
+
+def test_cli_vectors_and_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "suite"
+    assert main(["vectors", "--out", str(out), "--seed", "2", "--per-time", "2"]) == 0
+    assert "wrote 24 cases" in capsys.readouterr().out
+    assert main(["vectors", "--out", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    (tmp_path / "good.py").write_text(IMPL)
+    (tmp_path / "bad.py").write_text(IMPL.replace("SCALE = 1.0", "SCALE = 1.001"))
+    assert main(["verify", str(out), "--impl", f"{tmp_path / 'good.py'}:impl"]) == 0
+    text = capsys.readouterr().out
+    assert "PASSED: 48 pass, 0 fail, 0 error, 120 skip" in text
+    assert main(["verify", str(out), "--impl", f"{tmp_path / 'good.py'}:impl", "--strict"]) == 1
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", str(out), "--impl", "bad:impl", "--quantity", "score"]) == 1
+    text = capsys.readouterr().out
+    assert "FAILED: 0 pass, 24 fail" in text
+    assert main(["verify", str(out), "--impl", "bad:nothing"]) == 1
+    assert "no callable" in capsys.readouterr().err
+    (out / "cases" / "linear-full.npz").write_bytes(b"garbage")
+    assert main(["verify", str(out), "--impl", "good:impl"]) == 1
+    assert "does not match the manifest" in capsys.readouterr().err
