@@ -1,0 +1,235 @@
+"""fmref.testing assert helpers: pass on exact implementations, fail informatively otherwise."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from fmref import Cosine, GaussianMixture, Linear, MarginalPath, SqrtBeta, eight_gaussians
+from fmref._xp import namespace
+from fmref.testing import (
+    TOLERANCES,
+    assert_conditional_path_close,
+    assert_log_likelihood_close,
+    assert_quantity_close,
+    assert_score_close,
+    assert_vector_field_close,
+    default_tolerance,
+)
+
+# An isotropic 2-D mixture and a field written independently of fmref's kernel:
+# S_k = (α² s_k + β²) I, u_k = α̇ μ_k + (α α̇ s_k + β β̇)/(α² s_k + β²) (x − α μ_k), γ by scipy.
+W = np.array([0.2, 0.5, 0.3])
+MU = np.array([[-2.0, 0.5], [1.5, 1.0], [0.0, -2.5]])
+S2 = np.array([0.3, 1.2, 0.6])
+DATA = GaussianMixture(W, MU, S2)
+MP = MarginalPath(DATA, Cosine())
+
+
+def cosine_coeffs(t: np.ndarray) -> tuple[np.ndarray, ...]:
+    h = math.pi / 2
+    return np.sin(h * t), np.cos(h * t), h * np.cos(h * t), -h * np.sin(h * t)
+
+
+def reference_field(x: Any, t: Any) -> Any:
+    """Independent u_t for MP, in the namespace of x (via NumPy for the arithmetic)."""
+    xn, tn = np.asarray(x, dtype=np.float64), np.asarray(t, dtype=np.float64)
+    a, b, ad, bd = cosine_coeffs(tn)
+    out = np.zeros_like(xn)
+    for i in range(xn.shape[0]):
+        logs = [
+            np.log(w)
+            + multivariate_normal(a[i] * mu, (a[i] ** 2 * s + b[i] ** 2) * np.eye(2)).logpdf(xn[i])
+            for w, mu, s in zip(W, MU, S2, strict=True)
+        ]
+        g = np.exp(np.array(logs) - logsumexp(logs))
+        for k in range(3):
+            gain = (a[i] * ad[i] * S2[k] + b[i] * bd[i]) / (a[i] ** 2 * S2[k] + b[i] ** 2)
+            out[i] += g[k] * (ad[i] * MU[k] + gain * (xn[i] - a[i] * MU[k]))
+    return out
+
+
+def test_an_independent_exact_field_passes_default_float64_tolerances() -> None:
+    assert_vector_field_close(reference_field, MP, n=16)
+
+
+def test_backends_pass_and_time_is_per_row(backend: Any) -> None:
+    seen: dict[str, Any] = {}
+
+    def fn(x: Any, t: Any) -> Any:
+        seen["xp"], seen["t"] = namespace(x, t), backend.to_numpy(t)
+        return MP.vector_field(x, t)
+
+    like = backend.asarray(np.zeros(1))
+    assert_vector_field_close(fn, MP, n=8, like=like)
+    assert seen["xp"] is namespace(like)
+    np.testing.assert_allclose(seen["t"], np.repeat([0.0, 0.25, 0.5, 0.75, 1.0], 8), rtol=0, atol=0)
+
+
+def test_float32_implementations_pass_with_float32_defaults(backend32: Any) -> None:
+    like = backend32.asarray(np.zeros(1))
+    assert_score_close(lambda x, t: MP.score(x, t), MP, n=16, like=like)
+    # A float32 field that is wrong by 1e-3 relative still fails.
+    with pytest.raises(AssertionError, match=r"rtol=0\.0001, atol=1e-05"):
+        assert_score_close(lambda x, t: MP.score(x, t) * 1.001, MP, n=16, like=like)
+
+
+def test_failure_reports_worst_point_values_and_ratio() -> None:
+    delta, row, col = 3e-6, 21, 1
+    captured: dict[str, np.ndarray] = {}
+
+    def fn(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        u = np.array(MP.vector_field(x, t))
+        captured["x"], captured["t"], captured["u"] = x, t, u.copy()
+        u[row, col] += delta
+        return u
+
+    with pytest.raises(AssertionError) as info:
+        assert_vector_field_close(fn, MP, n=10)
+    msg = str(info.value)
+    e = captured["u"][row, col]
+    ratio = delta / (1e-9 + 1e-7 * abs(e))
+    assert msg.startswith("assert_vector_field_close: 1 of 50 points exceed")
+    assert f"worst point is row {row}" in msg and f"t = {captured['t'][row]:.10g}" in msg
+    assert f"{e:.10g}" in msg and f"{e + delta:.10g}" in msg
+    got = float(re.search(r"= ([0-9.e+-]+) in component 1", msg).group(1))
+    assert got == pytest.approx(ratio, rel=1e-2)
+
+
+def test_quantile_tolerates_a_few_bad_points_but_reports_the_worst() -> None:
+    def fn(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        u = np.array(MP.vector_field(x, t))
+        u[:3] += 1.0  # 3 of 200 points are off
+        return u
+
+    assert_vector_field_close(fn, MP, n=40, quantile=0.95)
+    with pytest.raises(AssertionError, match="3 of 200 points"):
+        assert_vector_field_close(fn, MP, n=40)
+
+
+def test_nan_shape_and_none_are_caught() -> None:
+    with pytest.raises(AssertionError, match="= inf"):
+        assert_vector_field_close(lambda x, t: MP.vector_field(x, t) * np.nan, MP, n=4)
+    with pytest.raises(ValueError, match=r"shape \(20, 2\)"):
+        assert_vector_field_close(lambda x, t: np.zeros((20, 3)), MP, n=4)
+    with pytest.raises(TypeError, match="returned None"):
+        assert_vector_field_close(lambda x, t: None, MP, n=4)
+    with pytest.raises(ValueError, match="times"):
+        assert_vector_field_close(lambda x, t: x, MP, times=[1.5])
+    with pytest.raises(ValueError, match="quantity"):
+        assert_quantity_close(lambda x, t: x, MP, "velocity")
+    with pytest.raises(ValueError, match="at most one"):
+        assert_vector_field_close(lambda x, t: x, MP, like=np.zeros(1), to_impl=np.asarray)
+
+
+def test_a_wrong_field_fails_score_and_scalar_quantities() -> None:
+    with pytest.raises(AssertionError, match="assert_score_close"):
+        assert_score_close(lambda x, t: MP.vector_field(x, t), MP, n=8)
+
+    # div u checked against ∂_t log p_t + u·∇log p_t = −div u (continuity), an identity.
+    def div_from_continuity(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        r = MP.evaluate(x, t, ("dlog_prob_dt", "vector_field", "score"))
+        return -r["dlog_prob_dt"] - np.sum(r["vector_field"] * r["score"], axis=1)
+
+    assert_quantity_close(div_from_continuity, MP, "divergence", n=8, rtol=1e-9, atol=1e-9)
+
+
+def test_dirac_data_default_times_leave_out_t_one() -> None:
+    mp = MarginalPath(GaussianMixture.empirical(MU), Linear())
+    seen: list[float] = []
+
+    def fn(x: np.ndarray, t: np.ndarray) -> Any:
+        seen.extend(np.unique(t).tolist())
+        return mp.vector_field(x, t)
+
+    assert_vector_field_close(fn, mp, n=4)
+    assert seen == [0.0, 0.25, 0.5, 0.75]
+
+
+def _sample(alpha: Any, beta: Any) -> Any:
+    return lambda z, e, t: alpha(t)[:, None] * z + beta(t)[:, None] * e
+
+
+def test_conditional_path_exact_passes_and_swaps_fail() -> None:
+    h = math.pi / 2
+    sample = _sample(lambda t: np.sin(h * t), lambda t: np.cos(h * t))
+    target = _sample(lambda t: h * np.cos(h * t), lambda t: -h * np.sin(h * t))
+    assert_conditional_path_close(sample, target, Cosine(), data=DATA)
+    swapped = _sample(lambda t: np.cos(h * t), lambda t: np.sin(h * t))
+    with pytest.raises(AssertionError, match=r"\[sample_fn\].*\n  t = .*z = .*eps = "):
+        assert_conditional_path_close(swapped, None, Cosine())
+    with pytest.raises(AssertionError, match=r"\[target_fn\]"):
+        assert_conditional_path_close(None, sample, Cosine())
+    with pytest.raises(ValueError, match="at least one"):
+        assert_conditional_path_close(None, None, Cosine())
+
+
+def test_conditional_target_leaves_out_infinite_beta_dot(backend: Any) -> None:
+    seen: list[np.ndarray] = []
+
+    def target(z: Any, e: Any, t: Any) -> Any:
+        xp = namespace(z)
+        seen.append(backend.to_numpy(t))
+        return z - 0.5 / xp.sqrt(1 - t)[:, None] * e  # SqrtBeta: α̇ = 1, β̇ = −1/(2√(1−t))
+
+    assert_conditional_path_close(None, target, SqrtBeta(), like=backend.asarray(np.zeros(1)))
+    assert seen[0].max() == 0.8
+
+
+def _scipy_log_prob(x: np.ndarray) -> np.ndarray:
+    comps = [
+        np.log(w) + multivariate_normal(mu, s * np.eye(2)).logpdf(x)
+        for w, mu, s in zip(W, MU, S2, strict=True)
+    ]
+    return logsumexp(np.stack(comps), axis=0)
+
+
+def test_log_likelihood_helper() -> None:
+    assert_log_likelihood_close(_scipy_log_prob, MP)
+    assert_log_likelihood_close(_scipy_log_prob, DATA, n=8, rng=np.random.default_rng(1))
+    with pytest.raises(AssertionError, match=r"assert_log_likelihood_close.*\n  x = .*\(t = 1\)"):
+        assert_log_likelihood_close(lambda x: _scipy_log_prob(x) + 1e-3, MP)
+    with pytest.raises(ValueError, match="no density"):
+        assert_log_likelihood_close(lambda x: x[:, 0], GaussianMixture.empirical(MU))
+
+
+def test_exact_flow_likelihood_passes_default_tolerance() -> None:
+    likelihood = pytest.importorskip("fmref.likelihood", reason="fmref.likelihood not built yet")
+
+    def flow_log_prob(x1: np.ndarray) -> Any:
+        res = likelihood.log_likelihood(
+            MP.vector_field, x1, divergence=MP.divergence, rtol=1e-10, atol=1e-10
+        )
+        return res.log_prob
+
+    assert_log_likelihood_close(flow_log_prob, MP, n=16)
+
+
+def test_default_tolerance_table() -> None:
+    torch = pytest.importorskip("torch", reason="torch not installed (optional extra)")
+    assert default_tolerance(np.float64) == TOLERANCES["float64"] == (1e-7, 1e-9)
+    assert default_tolerance(torch.float32) == (1e-4, 1e-5)
+    assert default_tolerance(torch.bfloat16) == (1e-2, 1e-3)
+    assert default_tolerance(np.float32, rtol=0.1) == (0.1, 1e-5)
+    assert default_tolerance(np.float64, scale=100.0) == pytest.approx((1e-5, 1e-7))
+    with pytest.raises(ValueError, match="rtol"):
+        default_tolerance(np.float64, rtol=-1.0)
+
+
+def test_eight_gaussians_points_have_non_negligible_density() -> None:
+    mp = MarginalPath(eight_gaussians(), Linear())
+    seen: list[np.ndarray] = []
+
+    def fn(x: np.ndarray, t: np.ndarray) -> Any:
+        seen.append(mp.log_prob(x, t))
+        return mp.score(x, t)
+
+    assert_score_close(fn, mp, n=200)
+    # Exact samples of p_t: no point sits in the far tail (there log p_t would be ≪ −25).
+    assert np.all(seen[0] > -25.0)
