@@ -34,6 +34,8 @@ def _sv(schedule: Schedule, x: Any, t: Any, value: Any, name: str) -> tuple[Sche
     value, _ = float_array(value, name, ndim=2)
     if value.shape != x.shape:
         raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got {value.shape}")
+    if value.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {value.dtype}, expected {x.dtype} like x")
     tt = times(t, x.shape[0], xp, x.dtype, device(x))
     s = schedule(tt)
     if not bool(xp.all((s.alpha > 0) & (s.beta > 0))):
