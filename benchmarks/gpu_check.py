@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,7 @@ def bench(
             mp = MarginalPath(mixture("full", k, d), Linear(), memory_budget=budget)
             for n in sizes:
                 x, _, _, _ = _inputs(xp, device, dt, n, d, seed=n % 97)
-                sec = _best(lambda mp=mp, x=x: mp.evaluate(x, 0.5, BENCH_QUANTITIES), sync, repeat)
+                sec = _best(partial(mp.evaluate, x, 0.5, BENCH_QUANTITIES), sync, repeat)
                 flops = 6.0 * n * k * d * d  # one rotation in, two back (the GEMMs)
                 rows.append(
                     {
