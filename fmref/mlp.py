@@ -75,7 +75,11 @@ def _positive_int(v: Any, name: str, low: int) -> int:
 
 @final
 class MLP:
-    """Learned vector field u_t^θ(x): features φ(x, t), hidden layers, linear output.
+    """Learned field u_t^θ(x) = h_{L-1} W_L + b_L, h_l = act(h_{l-1} W_l + b_l), h_0 = φ(x, t).
+
+    x is (n, d), t a float or (n,) in [0, 1]; u is (n, d). Inputs of the model's namespace are
+    cast to its dtype (a float64 batch into a float32 model is rounded; the model is never
+    upcast); arrays of another namespace raise TypeError.
 
     Parameters
     ----------
@@ -225,6 +229,8 @@ class MLP:
         if target.shape != out.shape:
             raise ValueError(f"target must have shape {tuple(out.shape)}, got {target.shape}")
         n = out.shape[0]
+        if n == 0:
+            raise ValueError("x must hold at least one row to define a mean loss")
         out -= target  # out is fresh: reuse it as the residual
         loss = float(self._xp.sum(out * out)) / n
         out *= 2.0 / n
@@ -251,7 +257,7 @@ class MLP:
         itemsize = 4 if self.dtype_name == "float32" else 8
         row_bytes = 3 * self.dim * max(*self.hidden, self.dim) * itemsize
         parts = [fn(self._tangents(x[sl, :], t[sl])) for sl in chunks(x.shape[0], row_bytes)]
-        return concat_rows(parts, self._xp)
+        return concat_rows(parts, self._xp) if parts else fn(self._tangents(x, t))
 
     def jacobian(self, x: Array, t: Any) -> Array:
         """Return ∇u_t^θ(x)[r, i, j] = ∂u_i/∂x_j, shape (n, d, d), by forward mode."""

@@ -120,6 +120,12 @@ class Adam:
             raise ValueError(f"grads must hold {len(self.params)} arrays, got {len(grads)}")
         sq = 0.0
         for i, (g, p) in enumerate(zip(grads, self.params, strict=True)):
+            try:
+                same = namespace(g) is self._xp
+            except TypeError:
+                same = False
+            if not same or g.dtype != p.dtype:
+                raise TypeError(f"grads[{i}] must be an array of the params' namespace and dtype")
             if tuple(g.shape) != tuple(p.shape):
                 raise ValueError(f"grads[{i}] has shape {tuple(g.shape)}, expected {p.shape}")
             sq += float(self._xp.linalg.vector_norm(g)) ** 2

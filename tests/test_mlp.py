@@ -292,6 +292,10 @@ def test_bad_inputs() -> None:
         model.backward(model.forward(x, 0.5)[1], np.zeros((5, 2)))
     with pytest.raises(TypeError, match="cache"):
         model.backward(None, np.zeros((3, 2)))  # type: ignore[arg-type]
+    empty = np.zeros((0, 2))
+    assert model.jacobian(empty, 0.5).shape == (0, 2, 2) and model(empty, 0.5).shape == (0, 2)
+    with pytest.raises(ValueError, match="at least one row"):
+        model.loss_and_grad(empty, 0.5, empty)
     good = model.state_dict()
     with pytest.raises(ValueError, match="missing"):
         model.load_state_dict({k: v for k, v in good.items() if k != "b1"})

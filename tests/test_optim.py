@@ -175,6 +175,8 @@ def test_bad_steps_leave_parameters_untouched() -> None:
         opt.step([np.zeros(3)])
     with pytest.raises(ValueError, match="finite"):
         opt.step([np.array([np.nan, 1.0])])
+    with pytest.raises(TypeError, match=r"grads\[0\] must be an array of the params' namespace"):
+        opt.step([np.zeros(2, dtype=np.float32)])
     np.testing.assert_array_equal(p, [1.0, 2.0])
     assert opt.step_count == 0
     opt.step([np.ones(2)])
