@@ -1,0 +1,274 @@
+"""MarginalPath on cases with textbook answers: one Gaussian, Dirac data, the endpoints.
+
+Property tests over random mixtures live in test_marginals_properties.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from _strategies import SCHEDULES, ab, make_case, ref_log_prob
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from fmref.marginals import QUANTITIES, MarginalPath
+from fmref.mixtures import GaussianMixture
+
+MU = np.array([1.0, -2.0, 0.5])
+SIGMA = np.array([[2.0, 0.3, 0.0], [0.3, 1.0, -0.2], [0.0, -0.2, 0.5]])
+X = np.random.default_rng(0).normal(size=(5, 3)) * 1.5
+NAMES = list(SCHEDULES)
+
+
+def _eval(mp: MarginalPath, backend: Any, x: np.ndarray, t: Any) -> dict[str, np.ndarray]:
+    out = mp.evaluate(backend.asarray(x), t, QUANTITIES)
+    return {k: backend.to_numpy(v) for k, v in out.items()}
+
+
+# -- a single Gaussian N(μ, Σ): everything is textbook -------------------------------------
+def _gaussian_textbook(name: str, t: float, x: np.ndarray) -> dict[str, np.ndarray]:
+    """p_t = N(αμ, S), S = α²Σ + β²I, written out with dense linear algebra.
+
+    The field is affine, u(x) = α̇μ + ½ Ṡ S⁻¹ (x − αμ), Ṡ = 2αα̇Σ + 2ββ̇I (it transports
+    N(αμ, S_t) because S_t and Ṡ_t commute). The posterior of z uses the information form
+    Cov(z|x) = (Σ⁻¹ + (α²/β²) I)⁻¹, E[z|x] = Cov(z|x)(Σ⁻¹μ + αx/β²): Bayes for a Gaussian
+    prior and likelihood N(x; αz, β²I), a different route from the code's gain form.
+    """
+    a, b, ad, bbd = ab(SCHEDULES[name], t)
+    d = len(MU)
+    s_mat = a * a * SIGMA + b * b * np.eye(d)
+    s_dot = 2 * a * ad * SIGMA + 2 * bbd * np.eye(d)
+    r = x - a * MU
+    s_inv_r = np.linalg.solve(s_mat, r.T).T
+    gain = 0.5 * s_dot @ np.linalg.inv(s_mat)
+    out = {
+        "log_prob": multivariate_normal(a * MU, s_mat).logpdf(x),
+        "score": -s_inv_r,
+        "vector_field": ad * MU + r @ gain.T,
+        "jacobian": np.broadcast_to(gain, (len(x), d, d)),
+        "divergence": np.full(len(x), np.trace(gain)),
+        # ∂_t log N(x; m, S) = ṁᵀS⁻¹r + ½ rᵀS⁻¹ṠS⁻¹r − ½ tr(S⁻¹Ṡ) (matrix calculus).
+        "dlog_prob_dt": ad * s_inv_r @ MU
+        + 0.5 * np.einsum("ni,ij,nj->n", s_inv_r, s_dot, s_inv_r)
+        - 0.5 * np.trace(np.linalg.solve(s_mat, s_dot)),
+        "responsibilities": np.ones((len(x), 1)),
+    }
+    if b > 0:
+        cov = np.linalg.inv(np.linalg.inv(SIGMA) + (a * a / (b * b)) * np.eye(d))
+        ez = (cov @ (np.linalg.solve(SIGMA, MU)[:, None] + (a / b**2) * x.T)).T
+        out["x_hat"] = ez
+        out["eps_hat"] = (x - a * ez) / b
+        out["posterior_cov_trace"] = np.full(len(x), np.trace(cov))
+    else:  # t = 1: X_1 = z exactly and ε is independent of it
+        out["x_hat"] = x
+        out["eps_hat"] = np.zeros_like(x)
+        out["posterior_cov_trace"] = np.zeros(len(x))
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("t", [0.0, 0.3, 0.8, 1.0])
+def test_single_gaussian_textbook(backend: Any, name: str, t: float) -> None:
+    mp = MarginalPath(GaussianMixture.gaussian(MU, SIGMA), SCHEDULES[name])
+    got = _eval(mp, backend, X, t)
+    want = _gaussian_textbook(name, t, X)
+    for key in QUANTITIES:
+        np.testing.assert_allclose(
+            got[key], want[key], rtol=1e-10, atol=1e-11 * (1 + np.abs(want[key]).max()), err_msg=key
+        )
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "vp", "sqrt_beta"])
+def test_single_gaussian_closed_form_flow_solves_the_ode(backend: Any, name: str) -> None:
+    """X_t = α_t μ + S_t^{1/2} S_{t0}^{-1/2} (X_{t0} − α_{t0} μ) has dX/dt = u_t(X_t)."""
+    sched = SCHEDULES[name]
+    mp = MarginalPath(GaussianMixture.gaussian(MU, SIGMA), sched)
+    lam, q = np.linalg.eigh(SIGMA)
+
+    def sqrt_s(t: float, power: float) -> np.ndarray:
+        a, b, _, _ = ab(sched, t)
+        return (q * (a * a * lam + b * b) ** power) @ q.T
+
+    t0 = 0.2
+    x0 = X
+
+    def x_at(t: float) -> np.ndarray:
+        a0, _, _, _ = ab(sched, t0)
+        a, _, _, _ = ab(sched, t)
+        return a * MU + (x0 - a0 * MU) @ (sqrt_s(t, 0.5) @ sqrt_s(t0, -0.5)).T
+
+    for t in (0.3, 0.6, 0.9):
+        h = 1e-4
+        dxdt = (x_at(t + h) - x_at(t - h)) / (2 * h)
+        got = backend.to_numpy(mp.vector_field(backend.asarray(x_at(t)), t))
+        np.testing.assert_allclose(got, dxdt, rtol=1e-6, atol=1e-6)
+
+
+# -- Dirac (empirical) data: the posterior is a finite enumeration --------------------------
+PTS = np.array([[0.0, 1.0], [2.0, -1.0], [3.0, 3.0], [-1.0, 0.5], [0.5, 0.5]])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("t", [0.0, 0.4, 0.9])
+def test_empirical_data_by_enumeration(backend: Any, name: str, t: float) -> None:
+    sched = SCHEDULES[name]
+    mp = MarginalPath(GaussianMixture.empirical(PTS), sched)
+    sv = sched(np.float64(t))
+    a, b = float(sv.alpha), float(sv.beta)
+    ad, bd = float(sv.alpha_dot), float(sv.beta_dot)
+    x = np.random.default_rng(1).normal(size=(6, 2)) + 1.0
+    got = _eval(mp, backend, x, t)
+    # log N(x; α z_i, β² I) for every pair (point, data point): shape (n, N).
+    log_n = np.stack([multivariate_normal(a * z, b * b * np.eye(2)).logpdf(x) for z in PTS], 1)
+    log_p = logsumexp(log_n, axis=1) - np.log(len(PTS))
+    w = np.exp(log_n - logsumexp(log_n, axis=1, keepdims=True))
+    u_cond = ad * PTS[None] + (bd / b) * (x[:, None, :] - a * PTS[None])  # (n, N, d)
+    ez = w @ PTS
+    want = {
+        "log_prob": log_p,
+        "responsibilities": w,
+        "score": np.einsum("ni,nid->nd", w, -(x[:, None, :] - a * PTS[None]) / b**2),
+        "vector_field": np.einsum("ni,nid->nd", w, u_cond),
+        "x_hat": ez,
+        "eps_hat": (x - a * ez) / b,
+        "posterior_cov_trace": w @ np.sum(PTS**2, axis=1) - np.sum(ez**2, axis=1),
+    }
+    for key, value in want.items():
+        np.testing.assert_allclose(
+            got[key], value, rtol=1e-10, atol=1e-11 * (1 + np.abs(value).max()), err_msg=key
+        )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empirical_data_refused_at_one(backend: Any, name: str) -> None:
+    mp = MarginalPath(GaussianMixture.empirical(PTS), SCHEDULES[name])
+    for q in QUANTITIES:
+        with pytest.raises(ValueError, match=r"\bt\b"):
+            mp.evaluate(backend.asarray(PTS), 1.0, (q,))
+    with pytest.raises(ValueError, match=r"\bt\b"):
+        mp.log_prob(backend.asarray(PTS), backend.asarray(np.array([0.5, 0.5, 0.5, 0.5, 1.0])))
+
+
+# -- endpoints for positive-definite mixtures ---------------------------------------------
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "vp"])  # VP has α_0 > 0
+def test_t0_is_noise(backend: Any, kind: str, name: str) -> None:
+    case = make_case(3, 4, 3, kind)
+    mp = MarginalPath(case.gm, SCHEDULES[name])
+    _, _, ad, _ = ab(SCHEDULES[name], 0.0)
+    bd = float(SCHEDULES[name](np.float64(0.0)).beta_dot)
+    got = _eval(mp, backend, X, 0.0)
+    mean_z = case.weights @ case.means
+    cov_z = case.gm.covariance()
+    np.testing.assert_allclose(
+        got["log_prob"], multivariate_normal(np.zeros(3)).logpdf(X), rtol=1e-13, atol=1e-13
+    )
+    np.testing.assert_allclose(got["score"], -X, rtol=1e-13, atol=1e-13)
+    # At α = 0, X_0 = ε: the posterior of z is the prior and E[ε|x] = x.
+    np.testing.assert_allclose(
+        got["x_hat"], np.broadcast_to(mean_z, X.shape), rtol=1e-12, atol=1e-13
+    )
+    np.testing.assert_allclose(got["eps_hat"], X, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got["posterior_cov_trace"], np.trace(cov_z), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(got["vector_field"], ad * mean_z + bd * X, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        got["responsibilities"], np.broadcast_to(case.weights, (5, 4)), rtol=1e-12, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
+@pytest.mark.parametrize("name", NAMES)
+def test_t1_is_data(backend: Any, kind: str, name: str) -> None:
+    case = make_case(4, 4, 3, kind)
+    mp = MarginalPath(case.gm, SCHEDULES[name])
+    got = _eval(mp, backend, X, 1.0)
+    np.testing.assert_allclose(
+        got["log_prob"], ref_log_prob(case, X, 1.0, 0.0), rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(got["score"], case.gm.score(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got["x_hat"], X, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got["eps_hat"], 0.0, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(got["posterior_cov_trace"], 0.0, rtol=0, atol=1e-12)
+    for key in QUANTITIES:
+        assert np.all(np.isfinite(got[key])), key
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("t", [0.0, 1.0])
+def test_dlog_prob_dt_one_sided_at_endpoints(backend: Any, name: str, t: float) -> None:
+    case = make_case(5, 3, 2, "full")
+    mp = MarginalPath(case.gm, SCHEDULES[name])
+    x = X[:, :2]
+    bx = backend.asarray(x)
+    h = 1e-5 if t == 0.0 else -1e-5
+    f = [backend.to_numpy(mp.log_prob(bx, t + j * h)) for j in range(3)]
+    one_sided = (-3 * f[0] + 4 * f[1] - f[2]) / (2 * h)  # second order, error O(h²)
+    got = backend.to_numpy(mp.dlog_prob_dt(bx, t))
+    np.testing.assert_allclose(got, one_sided, rtol=1e-5, atol=1e-5 * (1 + np.abs(got).max()))
+
+
+# -- per-row times, batching, chunking, empty batches ---------------------------------------
+def test_per_row_times_match_scalar_calls(backend: Any) -> None:
+    case = make_case(6, 3, 3, "full")
+    mp = MarginalPath(case.gm, SCHEDULES["cosine"])
+    ts = np.array([0.0, 0.2, 0.5, 0.8, 1.0])
+    rows = _eval(mp, backend, X, backend.asarray(ts))
+    for i, t in enumerate(ts):
+        one = _eval(mp, backend, X[i : i + 1], float(t))
+        for key in QUANTITIES:
+            np.testing.assert_allclose(
+                rows[key][i], one[key][0], rtol=1e-13, atol=1e-14, err_msg=key
+            )
+
+
+def test_evaluate_equals_single_methods_and_chunking(backend: Any) -> None:
+    case = make_case(7, 5, 3, "full")
+    mp = MarginalPath(case.gm, SCHEDULES["linear"])
+    tiny = MarginalPath(case.gm, SCHEDULES["linear"], memory_budget=2048)  # one row per chunk
+    x = backend.asarray(np.random.default_rng(2).normal(size=(9, 3)))
+    together = mp.evaluate(x, 0.6, QUANTITIES)
+    chunked = tiny.evaluate(x, 0.6, QUANTITIES)
+    methods = {
+        "log_prob": mp.log_prob,
+        "score": mp.score,
+        "vector_field": mp.vector_field,
+        "divergence": mp.divergence,
+        "jacobian": mp.jacobian,
+        "dlog_prob_dt": mp.dlog_prob_dt,
+        "responsibilities": mp.responsibilities,
+        "x_hat": mp.posterior_mean,
+        "eps_hat": mp.noise_posterior_mean,
+        "posterior_cov_trace": mp.posterior_cov_trace,
+    }
+    for key, method in methods.items():
+        want = backend.to_numpy(together[key])
+        np.testing.assert_allclose(backend.to_numpy(method(x, 0.6)), want, rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(backend.to_numpy(chunked[key]), want, rtol=1e-13, atol=1e-14)
+
+
+def test_empty_batch(backend: Any) -> None:
+    mp = MarginalPath(make_case(8, 2, 3, "full").gm, SCHEDULES["linear"])
+    out = mp.evaluate(backend.asarray(np.zeros((0, 3))), 0.5, QUANTITIES)
+    assert tuple(out["log_prob"].shape) == (0,)
+    assert tuple(out["jacobian"].shape) == (0, 3, 3)
+    assert tuple(out["responsibilities"].shape) == (0, 2)
+
+
+# -- float32 -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
+@pytest.mark.parametrize("t", [0.0, 0.5, 0.9, 1.0])
+def test_float32_close_to_float64(backend32: Any, kind: str, t: float) -> None:
+    case = make_case(9, 4, 3, kind)
+    mp = MarginalPath(case.gm, SCHEDULES["linear"])
+    got = mp.evaluate(backend32.asarray(X), t, QUANTITIES)
+    want = mp.evaluate(X, t, QUANTITIES)
+    for key in QUANTITIES:
+        assert got[key].dtype == backend32.dtype, key
+        g, w = backend32.to_numpy(got[key]), want[key]
+        # float32 rounding (6e-8) amplified by S⁻¹ (eigenvalues ≥ 0.2) and cancellations.
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * (1 + np.abs(w).max()), err_msg=key)
+    lp = backend32.to_numpy(got["log_prob"])
+    a, b, _, _ = ab(SCHEDULES["linear"], t)
+    np.testing.assert_allclose(lp, ref_log_prob(case, X, a, b), rtol=1e-5, atol=1e-4)
