@@ -114,7 +114,8 @@ class Polynomial(Schedule):
 
     def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
         a = t**self.p
-        ad = self.p * t ** (self.p - 1) if self.p != 1 else xp.ones_like(t)
+        with np.errstate(divide="ignore"):  # α̇(0) = inf for p < 1 is documented, not an accident
+            ad = self.p * t ** (self.p - 1) if self.p != 1 else xp.ones_like(t)
         return ScheduleValues(a, 1 - a, ad, -ad, -(1 - a) * ad)
 
     def __repr__(self) -> str:
