@@ -117,3 +117,20 @@ def test_a_briefly_trained_torch_field_is_close_and_an_untrained_one_is_not(one_
         assert_vector_field_close(lambda x, t: _forward(params, x, t), mp, **check)
         with pytest.raises(AssertionError, match=r"0\.9-quantile"):
             assert_vector_field_close(lambda x, t: _forward(untrained, x, t), mp, **check)
+
+
+def test_the_readme_example_in_docs_runs_and_catches_a_sign_slip() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "oracle.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- readme-example -->")[1].split("<!-- /readme-example -->")[0]
+    code = block.strip().removeprefix("```python").removesuffix("```")
+    assert len([ln for ln in code.strip().splitlines() if ln.strip()]) <= 12
+    ns: dict[str, Any] = {}
+    exec(compile(code, "oracle.md", "exec"), ns)
+    ns["test_my_field_is_exact"]()
+    slipped: dict[str, Any] = {}
+    exec(
+        compile(code.replace("(t * S - (1 - t))", "(t * S + (1 - t))"), "oracle.md", "exec"),
+        slipped,
+    )
+    with pytest.raises(AssertionError, match="256 of 320 points"):
+        slipped["test_my_field_is_exact"]()

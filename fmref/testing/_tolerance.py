@@ -86,7 +86,9 @@ class Comparison:
     column: int | None
 
 
-def compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float, q: float = 1.0):
+def compare(
+    actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float, q: float = 1.0
+) -> Comparison:
     """Compare arrays of equal shape (n,) or (n, d); non-finite actual values count as inf."""
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(actual - expected)

@@ -99,9 +99,13 @@ def schedules(draw: Any, *, include_singular: bool = True) -> Schedule:
         return Polynomial(draw(_unit_floats(1.0, 3.0)))
     if name == "vp":
         return VP(b=draw(_unit_floats(0.05, 0.5)), B=draw(_unit_floats(5.0, 20.0)))
-    return {"linear": Linear, "cosine": Cosine, "linear_vp": LinearVP, "sqrt_beta": SqrtBeta}[
-        name
-    ]()
+    plain: dict[str, Schedule] = {
+        "linear": Linear(),
+        "cosine": Cosine(),
+        "linear_vp": LinearVP(),
+        "sqrt_beta": SqrtBeta(),
+    }
+    return plain[name]
 
 
 def times(
