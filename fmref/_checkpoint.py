@@ -12,8 +12,9 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -58,26 +59,42 @@ def _unflatten(obj: Any, arrays: Any, used: set[str]) -> Any:
     return obj
 
 
-def save(path: str | os.PathLike[str], meta: dict[str, Any], states: dict[str, Any]) -> Path:
-    """Write ``meta`` (JSON-able) and ``states`` (nested dicts of arrays) to ``path`` atomically."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, then move it into place.
+
+    Readers never see a half-written file; the file gets the usual umask-based permissions
+    (``mkstemp`` alone would leave it private).
+    """
     path = Path(path)
-    arrays: dict[str, np.ndarray] = {}
-    doc = dict(meta, schema=SCHEMA)
-    for name, state in states.items():
-        doc[name] = _flatten(state, arrays)
-    payload = {"magic": np.array(MAGIC), "meta": np.array(json.dumps(doc)), **arrays}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)  # type: ignore[arg-type]
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def save(path: str | os.PathLike[str], meta: dict[str, Any], states: dict[str, Any]) -> Path:
+    """Write ``meta`` (JSON-able) and ``states`` (nested dicts of arrays) to ``path`` atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    doc = dict(meta, schema=SCHEMA)
+    for name, state in states.items():
+        doc[name] = _flatten(state, arrays)
+    payload = {"magic": np.array(MAGIC), "meta": np.array(json.dumps(doc)), **arrays}
+    return atomic_write(path, lambda f: np.savez(f, **payload))  # type: ignore[arg-type]
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:

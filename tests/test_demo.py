@@ -1,0 +1,150 @@
+"""``fmref demo`` end to end on tiny configurations (the real default is measured in the README)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fmref.cli import main
+from fmref.demo import FIGURES, run_demo
+from fmref.train import load_checkpoint
+
+TINY = [
+    "--steps",
+    "40",
+    "--batch",
+    "64",
+    "--width",
+    "16",
+    "--depth",
+    "2",
+    "--eval-n",
+    "2000",
+    "--samples",
+    "300",
+    "--ode-steps",
+    "20",
+    "--no-progress",
+]
+KEYS = {
+    "cfm_loss",
+    "cfm_floor",
+    "fm_loss",
+    "relative_fm_loss",
+    "cfm_loss_stderr",
+    "cfm_floor_stderr",
+    "fm_loss_stderr",
+    "relative_fm_loss_stderr",
+    "log_p_data_generated",
+    "log_p_data_data",
+    "log_p_data_exact_field_ode",
+    "wall_time_s",
+    "wall_time_train_s",
+    "config",
+    "model",
+    "data",
+    "schedule",
+    "objective",
+    "evaluations",
+}
+
+
+def _summary(out: Path) -> dict[str, Any]:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_demo_no_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o"
+    assert main(["demo", *TINY, "--out", str(out), "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    for row in ("final CFM loss", "L* irreducible floor", "relative FM loss", "wall time"):
+        assert row in printed
+    s = _summary(out)
+    assert set(s) >= KEYS
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "summary.json"]
+    for k in KEYS - {"config", "model", "data", "schedule", "objective", "evaluations"}:
+        assert isinstance(s[k], float) and math.isfinite(s[k]), k
+    assert s["objective"] == "linear" and s["config"]["steps"] == 40
+    assert f"{s['relative_fm_loss']:.5f}" in printed
+    # E L_CFM = L_FM + L* on the final model (common random numbers).
+    gap, se = s["cfm_minus_fm_minus_floor"], s["cfm_minus_fm_minus_floor_stderr"]
+    assert abs(gap) < 4 * se
+    # The exact field's ODE samples reproduce the data's own mean log-likelihood.
+    se2 = math.hypot(s["log_p_data_exact_field_ode_stderr"], s["log_p_data_data_stderr"])
+    assert abs(s["log_p_data_exact_field_ode"] - s["log_p_data_data"]) < 4 * se2
+    ck = load_checkpoint(out / "checkpoint.npz")
+    assert ck["step"] == 40 and ck["losses"].shape == (40,)
+
+
+def test_demo_with_plots(tmp_path: Path) -> None:
+    s = run_demo(
+        tmp_path, steps=30, batch=32, width=8, depth=1, eval_n=500, samples=200, ode_steps=10
+    )
+    assert s["figures"] == list(FIGURES)
+    for name in FIGURES:
+        raw = (tmp_path / name).read_bytes()
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 10_000, name
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert _summary(tmp_path)["figures"] == list(FIGURES)
+
+
+def test_demo_singular_schedule_reports_infinite_floor(tmp_path: Path) -> None:
+    s = run_demo(
+        tmp_path,
+        schedule="sqrt_beta",
+        data="random_2d",
+        plots=False,
+        steps=10,
+        batch=16,
+        width=8,
+        depth=1,
+        eval_n=200,
+        samples=50,
+        ode_steps=5,
+    )
+    assert s["objective"] == "cfm"
+    assert s["cfm_floor"] is None and "infinite" in s["cfm_floor_warning"]
+    assert _summary(tmp_path)["cfm_floor"] is None  # strict JSON: no Infinity token
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--steps", "0"), ("--batch", "0"), ("--width", "0"), ("--lr", "-0.1"), ("--depth", "0")],
+)
+def test_demo_rejects_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--no-progress", flag, value]) == 1
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_run_demo_rejects_unknown_options(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="unknown"):
+        run_demo(tmp_path, stepz=3)
+
+
+def test_python_m_fmref_demo(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmref",
+        "demo",
+        *TINY,
+        "--steps",
+        "5",
+        "--no-plots",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert np.isfinite(_summary(out)["relative_fm_loss"])
