@@ -192,6 +192,8 @@ def _measure(
     lp_gen, lp_gen_se = mean_se(mp.data.log_prob(gen.x))
     lp_ref, lp_ref_se = mean_se(mp.data.log_prob(ref.x))
     lp_data, lp_data_se = mean_se(mp.data.log_prob(z))
+    from .metrics import energy_distance
+
     tail = res.losses[-max(1, res.losses.size // 100) :]
     summary = {
         "data": o["data"],
@@ -219,6 +221,8 @@ def _measure(
         "log_p_data_exact_field_ode_stderr": lp_ref_se,
         "log_p_data_data": lp_data,
         "log_p_data_data_stderr": lp_data_se,
+        "energy_distance_generated": energy_distance(gen.x, z),
+        "energy_distance_exact_field_ode": energy_distance(ref.x, z),
         "ode": {**ode, "samples": m, "nfe": gen.nfe},
         "evaluations": [asdict(e) for e in res.evaluations],
     }
@@ -322,6 +326,8 @@ def run(args: argparse.Namespace) -> int:
             _fmt(s["log_p_data_exact_field_ode"], s["log_p_data_exact_field_ode_stderr"]),
         ),
         ("mean log p_data, data itself", _fmt(s["log_p_data_data"], s["log_p_data_data_stderr"])),
+        ("energy distance to data: generated", _fmt(s["energy_distance_generated"])),
+        ("  ... exact-field ODE (reference)", _fmt(s["energy_distance_exact_field_ode"])),
         ("wall time (s)", f"{s['wall_time_s']:12.1f}   (training {s['wall_time_train_s']:.1f})"),
     ]
     print(
