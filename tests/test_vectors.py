@@ -127,6 +127,20 @@ def test_verify_fails_a_wrong_quantity_and_names_the_row(suite_dir: Path) -> Non
     assert verify_suite(suite_dir, wrong, quantities=["divergence"], rtol=1e-4).passed
 
 
+def test_verify_uses_the_tolerance_of_the_returned_dtype(suite_dir: Path) -> None:
+    torch = pytest.importorskip("torch", reason="torch not installed (optional extra)")
+
+    def f32(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        out = _fmref_impl(q, case, inputs)
+        return None if out is None else torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    rep = verify_suite(suite_dir, f32, quantities=["score", "log_prob"])
+    assert rep.passed
+    assert {(r.rtol, r.atol) for r in rep.rows} == {(1e-4, 1e-5)}
+    # Tolerances tighter than float32 rounding (relative 6e-8) fail the same values.
+    assert not verify_suite(suite_dir, f32, quantities=["score"], rtol=1e-9, atol=1e-11).passed
+
+
 def test_verify_reports_errors_and_nothing_implemented(suite_dir: Path) -> None:
     def boom(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
         raise RuntimeError("kaput")
@@ -263,6 +277,8 @@ def test_cli_vectors_and_verify(
     assert "FAILED: 0 pass, 24 fail" in text
     assert main(["verify", str(out), "--impl", "bad:nothing"]) == 1
     assert "no callable" in capsys.readouterr().err
+    assert main(["verify", str(out), "--impl", "no_such_module_xyz:impl"]) == 1
+    assert "cannot import" in capsys.readouterr().err
     (out / "cases" / "linear-full.npz").write_bytes(b"garbage")
     assert main(["verify", str(out), "--impl", "good:impl"]) == 1
     assert "does not match the manifest" in capsys.readouterr().err

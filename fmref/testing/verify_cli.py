@@ -48,6 +48,8 @@ def load_impl(spec: str) -> Any:
             sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise ValueError(f"--impl: cannot import {mod_name!r}: {exc}") from None
         finally:
             if added:
                 sys.path.remove(os.getcwd())
