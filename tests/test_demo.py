@@ -16,24 +16,9 @@ from fmref.cli import main
 from fmref.demo import FIGURES, run_demo
 from fmref.train import load_checkpoint
 
-TINY = [
-    "--steps",
-    "40",
-    "--batch",
-    "64",
-    "--width",
-    "16",
-    "--depth",
-    "2",
-    "--eval-n",
-    "2000",
-    "--samples",
-    "300",
-    "--ode-steps",
-    "20",
-    "--no-progress",
-]
-KEYS = {
+TINY = "--steps 40 --batch 64 --width 16 --depth 2 --eval-n 2000 --samples 300 --ode-steps 20"
+TINY_ARGS = [*TINY.split(), "--no-progress"]
+NUMBERS = [
     "cfm_loss",
     "cfm_floor",
     "fm_loss",
@@ -45,15 +30,12 @@ KEYS = {
     "log_p_data_generated",
     "log_p_data_data",
     "log_p_data_exact_field_ode",
+    "energy_distance_generated",
+    "energy_distance_exact_field_ode",
     "wall_time_s",
     "wall_time_train_s",
-    "config",
-    "model",
-    "data",
-    "schedule",
-    "objective",
-    "evaluations",
-}
+]
+KEYS = {*NUMBERS, "config", "model", "data", "schedule", "objective", "evaluations"}
 
 
 def _summary(out: Path) -> dict[str, Any]:
@@ -62,14 +44,14 @@ def _summary(out: Path) -> dict[str, Any]:
 
 def test_demo_no_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "o"
-    assert main(["demo", *TINY, "--out", str(out), "--no-plots"]) == 0
+    assert main(["demo", *TINY_ARGS, "--out", str(out), "--no-plots"]) == 0
     printed = capsys.readouterr().out
     for row in ("final CFM loss", "L* irreducible floor", "relative FM loss", "wall time"):
         assert row in printed
     s = _summary(out)
     assert set(s) >= KEYS
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "summary.json"]
-    for k in KEYS - {"config", "model", "data", "schedule", "objective", "evaluations"}:
+    for k in NUMBERS:
         assert isinstance(s[k], float) and math.isfinite(s[k]), k
     assert s["objective"] == "linear" and s["config"]["steps"] == 40
     assert f"{s['relative_fm_loss']:.5f}" in printed
@@ -138,7 +120,7 @@ def test_python_m_fmref_demo(tmp_path: Path) -> None:
         "-m",
         "fmref",
         "demo",
-        *TINY,
+        *TINY_ARGS,
         "--steps",
         "5",
         "--no-plots",
