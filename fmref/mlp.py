@@ -248,7 +248,8 @@ class MLP:
             if tan is None:  # only the first d feature rows of W1 depend on x
                 tan = dact * p[0][:d, :]
             else:
-                tan = xp.reshape(xp.reshape(tan, (n * d, -1)) @ p[2 * i], (n, d, w))
+                flat = xp.reshape(tan, (n * d, self.hidden[i - 1]))
+                tan = xp.reshape(flat @ p[2 * i], (n, d, w))
                 tan *= dact
         return tan
 
@@ -264,7 +265,8 @@ class MLP:
         xp, d, w_out = self._xp, self.dim, self.params[-2]
 
         def jac(tan: Array) -> Array:
-            jt = xp.reshape(xp.reshape(tan, (-1, tan.shape[2])) @ w_out, (-1, d, d))
+            n = tan.shape[0]
+            jt = xp.reshape(xp.reshape(tan, (n * d, tan.shape[2])) @ w_out, (n, d, d))
             return xp.permute_dims(jt, (0, 2, 1))
 
         return self._chunked(x, t, jac)

@@ -293,7 +293,9 @@ def test_bad_inputs() -> None:
     with pytest.raises(TypeError, match="cache"):
         model.backward(None, np.zeros((3, 2)))  # type: ignore[arg-type]
     empty = np.zeros((0, 2))
-    assert model.jacobian(empty, 0.5).shape == (0, 2, 2) and model(empty, 0.5).shape == (0, 2)
+    deep = MLP(2, (4, 3), rng=0)
+    assert deep.jacobian(empty, 0.5).shape == (0, 2, 2) and deep(empty, 0.5).shape == (0, 2)
+    assert deep.divergence(empty, 0.5).shape == (0,)
     with pytest.raises(ValueError, match="at least one row"):
         model.loss_and_grad(empty, 0.5, empty)
     good = model.state_dict()
