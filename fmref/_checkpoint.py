@@ -59,7 +59,7 @@ def _unflatten(obj: Any, arrays: Any, used: set[str]) -> Any:
     return obj
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, then move it into place.
 
     Readers never see a half-written file; the file gets the usual umask-based permissions

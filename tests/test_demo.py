@@ -66,6 +66,7 @@ def test_demo_no_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_demo_with_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (the plot extra)")
     s = run_demo(
         tmp_path, steps=30, batch=32, width=8, depth=1, eval_n=500, samples=200, ode_steps=10
     )

@@ -17,7 +17,7 @@ from fmref.mlp import MLP
 from fmref.schedules import Cosine, Linear, SqrtBeta
 from fmref.train import StepInfo, TrainConfig, load_checkpoint, train
 
-SMALL = dict(batch=64, lr=3e-3, eval_n=256, floor_n=512)
+SMALL: dict[str, Any] = dict(batch=64, lr=3e-3, eval_n=256, floor_n=512)
 
 
 def linear_mp() -> MarginalPath:
@@ -54,7 +54,7 @@ def test_minibatches_follow_the_algorithm(schedule: Any, objective: str) -> None
     data = GaussianMixture([0.3, 0.7], [[2.0, 0.0], [-1.0, 3.0]], [[0.5, 0.2], [1.0, 0.3]])
     mp = MarginalPath(data, schedule)
     rec = Recorder(net())
-    train(rec, mp, TrainConfig(steps=40, objective=objective, **SMALL))  # type: ignore[arg-type]
+    train(rec, mp, TrainConfig(steps=40, objective=objective, **SMALL))
     x, t, target = (np.concatenate(a) for a in zip(*rec.batches, strict=True))
     assert x.shape == target.shape == (40 * 64, 2) and t.shape == (40 * 64,)
     s = schedule(t)
@@ -76,9 +76,9 @@ def test_minibatches_follow_the_algorithm(schedule: Any, objective: str) -> None
 def test_algorithm3_on_linear_is_algorithm4() -> None:
     mp = linear_mp()
     a, b = net(), net()
-    cfg = dict(steps=30, **SMALL)
-    ra = train(a, mp, TrainConfig(objective="cfm", **cfg))  # type: ignore[arg-type]
-    rb = train(b, mp, TrainConfig(objective="linear", **cfg))  # type: ignore[arg-type]
+    cfg: dict[str, Any] = dict(steps=30, **SMALL)
+    ra = train(a, mp, TrainConfig(objective="cfm", **cfg))
+    rb = train(b, mp, TrainConfig(objective="linear", **cfg))
     for p, q in zip(a.params, b.params, strict=True):
         np.testing.assert_array_equal(p, q)
     np.testing.assert_array_equal(ra.losses, rb.losses)
@@ -87,7 +87,7 @@ def test_algorithm3_on_linear_is_algorithm4() -> None:
 def test_marginal_objective_targets_the_exact_field() -> None:
     mp = MarginalPath(eight_gaussians(), Cosine())
     rec = Recorder(net())
-    train(rec, mp, TrainConfig(steps=3, objective="marginal", **SMALL))  # type: ignore[arg-type]
+    train(rec, mp, TrainConfig(steps=3, objective="marginal", **SMALL))
     for x, t, target in rec.batches:
         u = mp.vector_field(x, t)
         np.testing.assert_allclose(target, u, rtol=1e-12, atol=1e-12)
@@ -108,9 +108,9 @@ def test_training_reduces_fm_loss(objective: str) -> None:
 
 def test_both_losses_lead_to_the_same_field() -> None:
     mp = linear_mp()
-    kw = dict(steps=600, batch=128, lr=3e-3, eval_n=2000, floor_n=512)
-    a = train(MLP(2, (32, 32), rng=2), mp, TrainConfig(objective="linear", **kw))  # type: ignore[arg-type]
-    b = train(MLP(2, (32, 32), rng=2), mp, TrainConfig(objective="marginal", **kw))  # type: ignore[arg-type]
+    kw: dict[str, Any] = dict(steps=600, batch=128, lr=3e-3, eval_n=2000, floor_n=512)
+    a = train(MLP(2, (32, 32), rng=2), mp, TrainConfig(objective="linear", **kw))
+    b = train(MLP(2, (32, 32), rng=2), mp, TrainConfig(objective="marginal", **kw))
     from fmref.losses import fm_loss
 
     # Distance between the two learned fields, measured like fm_loss with the other as "u".
@@ -121,14 +121,14 @@ def test_both_losses_lead_to_the_same_field() -> None:
     u2 = np.mean(np.sum(mp.vector_field(x, t) ** 2, axis=1))
     assert gap / u2 < 0.2
     for r in (a, b):
-        assert fm_loss(r.model, mp, n=2000, rng=1).relative < 0.2
+        assert (fm_loss(r.model, mp, n=2000, rng=1).relative or 1.0) < 0.2
 
 
 def test_callback_sees_every_step() -> None:
     seen: list[StepInfo] = []
     res = train(
         net(), linear_mp(), TrainConfig(steps=12, eval_every=5, **SMALL), callback=seen.append
-    )  # type: ignore[arg-type]
+    )
     assert [s.step for s in seen] == list(range(1, 13))
     assert all(s.floor == res.floor.value and s.steps == 12 for s in seen)
     assert [s.step for s in seen if s.evaluation] == [5, 10, 12]
@@ -138,7 +138,7 @@ def test_callback_sees_every_step() -> None:
 @pytest.mark.parametrize("objective", ["cfm", "marginal"])
 def test_resume_is_bit_for_bit(tmp_path: Path, objective: str) -> None:
     mp = MarginalPath(eight_gaussians(), Cosine())
-    cfg = TrainConfig(steps=40, eval_every=10, objective=objective, **SMALL)  # type: ignore[arg-type]
+    cfg = TrainConfig(steps=40, eval_every=10, objective=objective, **SMALL)
     straight = train(net(), mp, cfg)
     ck = tmp_path / "ck.npz"
     half = train(net(), mp, cfg, checkpoint=ck, stop_at=20)
@@ -155,7 +155,7 @@ def test_resume_is_bit_for_bit(tmp_path: Path, objective: str) -> None:
 
 def test_resume_from_periodic_checkpoint(tmp_path: Path) -> None:
     mp = linear_mp()
-    cfg = TrainConfig(steps=30, checkpoint_every=10, objective="linear", **SMALL)  # type: ignore[arg-type]
+    cfg = TrainConfig(steps=30, checkpoint_every=10, objective="linear", **SMALL)
     ck = tmp_path / "run" / "ck.npz"
     straight = train(net(), mp, cfg, checkpoint=ck)
     with np.load(ck, allow_pickle=False) as z:  # plain arrays only, no pickle
@@ -180,7 +180,7 @@ def test_non_finite_loss_names_the_step_and_keeps_checkpoint(tmp_path: Path) -> 
 
     model.loss_and_grad = poisoned  # type: ignore[method-assign]
     ck = tmp_path / "ck.npz"
-    cfg = TrainConfig(steps=20, checkpoint_every=5, **SMALL)  # type: ignore[arg-type]
+    cfg = TrainConfig(steps=20, checkpoint_every=5, **SMALL)
     with pytest.raises(ValueError, match=r"step 7.*ck\.npz"):
         train(model, linear_mp(), cfg, checkpoint=ck, callback=lambda s: None)
     before = [np.array(p) for p in model.params]
@@ -214,18 +214,18 @@ def test_invalid_model_and_objective() -> None:
     with pytest.raises(ValueError, match="Linear"):
         train(net(), MarginalPath(eight_gaussians(), Cosine()), TrainConfig(objective="linear"))
     with pytest.raises(ValueError, match="stop_at"):
-        train(net(), linear_mp(), TrainConfig(steps=2, **SMALL), stop_at=0)  # type: ignore[arg-type]
+        train(net(), linear_mp(), TrainConfig(steps=2, **SMALL), stop_at=0)
 
 
 def test_singular_schedule_reports_infinite_floor() -> None:
-    res = train(net(), MarginalPath(eight_gaussians(), SqrtBeta()), TrainConfig(steps=3, **SMALL))  # type: ignore[arg-type]
+    res = train(net(), MarginalPath(eight_gaussians(), SqrtBeta()), TrainConfig(steps=3, **SMALL))
     assert math.isinf(res.floor.value) and "infinite" in (res.floor.warning or "")
 
 
 @pytest.fixture
 def good_checkpoint(tmp_path: Path) -> Path:
     ck = tmp_path / "good.npz"
-    train(net(), linear_mp(), TrainConfig(steps=4, **SMALL), checkpoint=ck)  # type: ignore[arg-type]
+    train(net(), linear_mp(), TrainConfig(steps=4, **SMALL), checkpoint=ck)
     return ck
 
 
@@ -268,7 +268,7 @@ def test_corrupt_or_foreign_checkpoints_are_refused(good_checkpoint: Path, tmp_p
         with pytest.raises(ValueError, match=match):
             load_checkpoint(path)
         with pytest.raises(ValueError, match=match):
-            train(net(), linear_mp(), TrainConfig(steps=8, **SMALL), resume=path)  # type: ignore[arg-type]
+            train(net(), linear_mp(), TrainConfig(steps=8, **SMALL), resume=path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "absent.npz")
 
@@ -276,17 +276,17 @@ def test_corrupt_or_foreign_checkpoints_are_refused(good_checkpoint: Path, tmp_p
 def test_resume_refuses_mismatches(good_checkpoint: Path) -> None:
     mp = linear_mp()
     with pytest.raises(ValueError, match="lr"):
-        train(net(), mp, TrainConfig(steps=8, **dict(SMALL, lr=1e-2)), resume=good_checkpoint)  # type: ignore[arg-type]
+        train(net(), mp, TrainConfig(steps=8, **dict(SMALL, lr=1e-2)), resume=good_checkpoint)
     with pytest.raises(ValueError, match="model"):
-        train(MLP(2, (8,), rng=0), mp, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)  # type: ignore[arg-type]
+        train(MLP(2, (8,), rng=0), mp, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)
     other = MarginalPath(eight_gaussians(radius=3.0), Linear())
     with pytest.raises(ValueError, match="data set or schedule"):
-        train(net(), other, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)  # type: ignore[arg-type]
+        train(net(), other, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)
 
 
 def test_backends_train_alike(backend: Any) -> None:
     like = backend.asarray(np.zeros(1))
-    cfg = TrainConfig(steps=10, objective="linear", **SMALL)  # type: ignore[arg-type]
+    cfg = TrainConfig(steps=10, objective="linear", **SMALL)
     ref = train(net(), linear_mp(), cfg)
     got = train(net(like=like), linear_mp(), cfg)
     for p, q in zip(ref.model.params, got.model.params, strict=True):
@@ -296,7 +296,7 @@ def test_backends_train_alike(backend: Any) -> None:
 
 def test_float32_model_trains(backend32: Any) -> None:
     like = backend32.asarray(np.zeros(1))
-    cfg = TrainConfig(steps=200, objective="linear", **SMALL)  # type: ignore[arg-type]
+    cfg = TrainConfig(steps=200, objective="linear", **SMALL)
     ref = train(net(), linear_mp(), cfg)
     got = train(net(dtype="float32", like=like), linear_mp(), cfg)
     assert got.model.params[0].dtype == backend32.dtype
