@@ -358,7 +358,7 @@ def train(
         x, t, target = _minibatch(config.objective, marginal, g, config.batch)
         loss, grads = model.loss_and_grad(put(x), put(t), put(target))
         if not math.isfinite(loss):
-            kept = f"; the last good checkpoint is {str(path)!r}" if path else ""
+            kept = f"; the last good checkpoint is {str(path)!r}" if path and path.exists() else ""
             raise ValueError(f"non-finite training loss {loss} at step {step + 1}{kept}")
         opt.step(grads)
         step += 1
