@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._xp import Array, Namespace, device, from_numpy, to_numpy
+from ._xp import Array, Namespace, device, from_numpy, namespace, to_numpy
 
 Field = Callable[[Array, Array], Array]
 
@@ -92,6 +92,11 @@ class CheckedField:
             raise ValueError(
                 f"{self.name} returned shape {shape} at {where} (t = {t!r}); "
                 f"expected {self.shape}, the shape of x"
+            )
+        if namespace(u) is not xp or u.dtype != self.dtype:
+            raise TypeError(
+                f"{self.name} returned a {type(u).__name__} of dtype {u.dtype} at {where} "
+                f"(t = {t!r}); expected an array of x's namespace with dtype {self.dtype}"
             )
         if not bool(xp.all(xp.isfinite(u))):
             raise ValueError(f"{self.name} returned non-finite values at {where} (t = {t!r})")

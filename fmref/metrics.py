@@ -1,7 +1,8 @@
 """Sample-quality metrics measured against the exact p_data (or any exact p_t).
 
-- :func:`compare_log_prob`: mean exact log-density of generated samples, with its standard
-  error, against the same mean over exact samples (for p_data: −entropy).
+- :func:`mean_log_prob` (for p_data) and :func:`compare_log_prob` (any exact density): mean
+  exact log-density of generated samples, with its standard error, against the same mean over
+  exact samples (for p_data: minus its entropy).
 - :func:`energy_distance` and :func:`energy_null`: the energy distance between two samples and
   its null distribution from pairs of exact sample sets.
 - :func:`coverage`: share of samples whose most likely component is k, against π_k.
@@ -30,6 +31,7 @@ __all__ = [
     "coverage",
     "energy_distance",
     "energy_null",
+    "mean_log_prob",
     "sliced_wasserstein",
 ]
 
@@ -73,6 +75,21 @@ def compare_log_prob(
     rm, rs = _mean_se(np.asarray(to_numpy(log_prob(reference)), dtype=np.float64))
     diff = m - rm
     return LogProbComparison(m, s, rm, rs, diff, diff / math.sqrt(s * s + rs * rs))
+
+
+def mean_log_prob(
+    data: GaussianMixture, x: Any, rng: Any, *, n_reference: int = 20_000
+) -> LogProbComparison:
+    """Mean exact log p_data of samples x (n, d), with its standard error, vs the data's own
+    value E_{p_data}[log p_data] (minus the entropy) estimated from ``n_reference`` exact
+    samples drawn with ``rng``."""
+    if not isinstance(data, GaussianMixture):
+        raise TypeError(f"data must be a GaussianMixture, got {type(data).__name__}")
+    if isinstance(n_reference, bool) or not isinstance(n_reference, int) or n_reference < 2:
+        raise ValueError(f"n_reference must be an int >= 2, got {n_reference!r}")
+    x, _ = float_array(x, "x", ndim=2)
+    ref = data.sample(n_reference, rng_from(rng), like=x)
+    return compare_log_prob(data.log_prob, x, ref)
 
 
 def _mean_pair_distance(a: Array, b: Array, xp: Any, same: bool) -> float:

@@ -13,6 +13,7 @@ from fmref.metrics import (
     coverage,
     energy_distance,
     energy_null,
+    mean_log_prob,
     sliced_wasserstein,
 )
 from fmref.mixtures import GaussianMixture, eight_gaussians
@@ -35,6 +36,17 @@ def test_log_prob_of_exact_samples_matches_negative_entropy():
     # Samples with 1.3x the spread score lower on average.
     wide = MEAN + 1.3 * (data.sample(3000, g) - MEAN)
     assert compare_log_prob(data.log_prob, wide, ref).z < -10
+
+
+def test_mean_log_prob_against_the_data(backend):
+    data = eight_gaussians()
+    x = backend.asarray(data.sample(2000, 12))
+    cmp = mean_log_prob(data, x, 13, n_reference=5000)
+    assert abs(cmp.z) < 4, cmp
+    # A sampler that collapses to the mode centres scores *higher* than the data: the metric
+    # reports the gap with its sign rather than a distance.
+    centres = backend.asarray(data.means[np.arange(2000) % 8])
+    assert mean_log_prob(data, centres, 13, n_reference=5000).z > 10
 
 
 def test_energy_distance_null_level_and_known_values():
@@ -159,5 +171,7 @@ def test_bad_input():
         energy_distance(np.full((3, 2), np.nan), x)
     with pytest.raises(TypeError, match="callable"):
         compare_log_prob(None, x, x)
+    with pytest.raises(ValueError, match="n_reference"):
+        mean_log_prob(eight_gaussians(), x, 0, n_reference=1)
     with pytest.raises(ValueError, match="repeats"):
         energy_null(eight_gaussians().sample, 5, 5, 0, repeats=0)

@@ -301,3 +301,12 @@ def test_bad_x0():
         integrate(_u, np.array([[np.nan, 0.0]]))
     with pytest.raises(TypeError, match="x0 must have a real floating dtype"):
         integrate(_u, np.zeros((2, 2), dtype=np.int64))
+
+
+def test_field_must_keep_namespace_and_dtype():
+    x0 = np.ones((4, 2))
+    with pytest.raises(TypeError, match=r"dtype float32 at step 0 \(t = 0\.0\)"):
+        integrate(lambda x, t: x.astype(np.float32), x0, method="euler", steps=2)
+    xps = pytest.importorskip("array_api_strict")
+    with pytest.raises(TypeError, match="expected an array of x's namespace"):
+        integrate(lambda x, t: xps.asarray(x), x0, method="heun", steps=2)
