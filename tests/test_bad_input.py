@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import PROPERTY, SCHEDULES, Case, cases, schedule_names, times
+from _strategies import PROPERTY, SCHEDULES, Case, cases, schedule_names, times, with_endpoints
 from hypothesis import given
 
 from fmref import conversions
@@ -227,6 +227,7 @@ def test_constructors_and_options() -> None:
 # -- never a silent NaN ----------------------------------------------------------------------
 @PROPERTY
 @given(case=cases(max_k=4, max_d=4), name=schedule_names(), t=times())
+@with_endpoints(0.0, 1.0, seed=False)
 def test_valid_input_gives_finite_output(backend: Any, case: Case, name: str, t: float) -> None:
     """Every quantity at every t in [0, 1], endpoints included, is finite or a clear error."""
     mp = MarginalPath(case.gm, SCHEDULES[name])

@@ -6,7 +6,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import PROPERTY, SCHEDULES, Case, ab, cases, make_case, schedule_names, times
+from _strategies import (
+    PROPERTY,
+    SCHEDULES,
+    Case,
+    ab,
+    cases,
+    make_case,
+    schedule_names,
+    times,
+    with_endpoints,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,6 +36,7 @@ def _relative(check: Any, backend: Any) -> float:
 
 @PROPERTY
 @given(case=cases(), name=schedule_names(), t=times(), seed=st.integers(0, 2**16))
+@with_endpoints(0.0, 1.0)
 def test_analytic_residual_vanishes(
     backend: Any, case: Case, name: str, t: float, seed: int
 ) -> None:

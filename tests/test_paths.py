@@ -89,7 +89,9 @@ def test_conditional_score_is_gradient_of_log_prob(backend: Any, name: str) -> N
     bz, bt = backend.asarray(z), backend.asarray(T_ROWS)
 
     def logp(xs: np.ndarray) -> np.ndarray:
-        return backend.to_numpy(path.conditional_log_prob(backend.asarray(xs), bz, bt))
+        reps = xs.shape[0] // N  # fd_grad stacks all stencil points, rows cycling fastest
+        zz, tt = backend.asarray(np.tile(z, (reps, 1))), backend.asarray(np.tile(T_ROWS, reps))
+        return backend.to_numpy(path.conditional_log_prob(backend.asarray(xs), zz, tt))
 
     got = backend.to_numpy(path.conditional_score(backend.asarray(x), bz, bt))
     # Smallest β here is β(0.9) ≈ 0.1 (SqrtBeta 0.32, LinearVP 0.44): h = 1e-3 resolves it.
