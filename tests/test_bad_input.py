@@ -67,7 +67,7 @@ def test_sampling_arguments() -> None:
     with pytest.raises(ValueError, match=r"\bn\b"):
         gm.sample(-1, 0)
     with pytest.raises(ValueError, match=r"\bn\b"):
-        gm.sample(2.0, 0)
+        gm.sample(2.0, 0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="rng"):
         gm.sample(2, None)
     with pytest.raises(TypeError, match="rng"):

@@ -151,6 +151,30 @@ def test_empirical_data_refused_at_one(backend: Any, name: str) -> None:
         mp.log_prob(backend.asarray(PTS), backend.asarray(np.array([0.5, 0.5, 0.5, 0.5, 1.0])))
 
 
+def test_degenerate_covariance(backend: Any) -> None:
+    """A rank-1 Σ in 2-D: p_t has a density for t < 1 (S = α²Σ + β²I is positive definite)."""
+    sigma = np.array([[1.0, 1.0], [1.0, 1.0]])
+    gm = GaussianMixture([0.3, 0.7], [[0.0, 1.0], [2.0, -1.0]], np.stack([sigma, np.eye(2)]))
+    mp = MarginalPath(gm, SCHEDULES["linear"])
+    x = X[:, :2]
+    for t in (0.0, 0.5, 0.9):
+        s0, s1 = t * t * sigma + (1 - t) ** 2 * np.eye(2), (t * t + (1 - t) ** 2) * np.eye(2)
+        want = logsumexp(
+            np.stack(
+                [
+                    np.log(0.3) + multivariate_normal(t * np.array([0.0, 1.0]), s0).logpdf(x),
+                    np.log(0.7) + multivariate_normal(t * np.array([2.0, -1.0]), s1).logpdf(x),
+                ],
+                axis=1,
+            ),
+            axis=1,
+        )
+        got = backend.to_numpy(mp.log_prob(backend.asarray(x), t))
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\bt\b"):
+        mp.log_prob(backend.asarray(x), 1.0)
+
+
 # -- endpoints for positive-definite mixtures ---------------------------------------------
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "vp"])  # VP has α_0 > 0
