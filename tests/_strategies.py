@@ -117,8 +117,8 @@ def times(lo: float = 0.0, hi: float = 1.0) -> st.SearchStrategy[float]:
 def with_endpoints(lo: float = 0.0, hi: float = 1.0, *, seed: bool = True) -> Callable[[Any], Any]:
     """Add explicit examples: every schedule at both ends of [lo, hi], on varied mixtures.
 
-    Hypothesis' derandomized float draws rarely land exactly on an endpoint, and 25 examples
-    need not reach every schedule; these 14 cases always run, before the random ones.
+    Hypothesis' derandomized float draws seldom land on the upper end, and 25 examples need
+    not reach every schedule; these 14 cases always run, before the random ones.
     """
 
     def deco(fn: Any) -> Any:
