@@ -20,6 +20,9 @@ Namespace = Any
 #: Default bound on the temporaries of one chunked evaluation, in bytes.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 _BUDGET_ENV = "FMREF_MEMORY_BUDGET"
+#: Preferred bytes of temporaries per chunk, and the fewest rows a chunk is cut to for it.
+CACHE_TARGET = 8 * 2**20
+MIN_ROWS = 256
 
 
 def namespace(*arrays: Any) -> Namespace:
@@ -165,8 +168,15 @@ def memory_budget(budget: int | None = None) -> int:
 
 
 def chunks(n: int, bytes_per_row: int, budget: int | None = None) -> Iterator[slice]:
-    """Yield row slices whose temporaries (``bytes_per_row`` each) fit in the memory budget."""
-    size = max(1, memory_budget(budget) // max(1, bytes_per_row))
+    """Yield row slices whose temporaries (``bytes_per_row`` each) fit in the memory budget.
+
+    Within the budget, chunks aim at ``CACHE_TARGET`` bytes of temporaries (elementwise passes
+    then run from cache, several times faster for small d) but keep at least ``MIN_ROWS`` rows
+    so the rotations stay efficient GEMMs.
+    """
+    row = max(1, bytes_per_row)
+    size = max(1, memory_budget(budget) // row)
+    size = min(size, max(MIN_ROWS, CACHE_TARGET // row))
     size = min(size, max(n, 1))
     if n == 0:  # one empty chunk, so callers get empty results of the right shape
         yield slice(0, 0)
