@@ -1,35 +1,77 @@
 """fmref: ground-truth flow matching for Gaussian-mixture data.
 
 t = 0 is noise (p_init = N(0, I)), t = 1 is data (p_data); arrays are batch-first (n, d).
+``fmref.testing`` (assert helpers, hypothesis strategies, golden vectors) is imported
+separately and never by the core.
 """
 
 from __future__ import annotations
 
-from . import continuity, conversions, schedules
+from . import (
+    adapters,
+    continuity,
+    conversions,
+    exact,
+    likelihood,
+    losses,
+    metrics,
+    samplers,
+    schedules,
+    sde,
+    train,
+)
+from .likelihood import LikelihoodResult, log_likelihood
+from .losses import LossEstimate, cfm_floor, cfm_loss, fm_loss
 from .marginals import QUANTITIES, MarginalPath
 from .mixtures import GaussianMixture, eight_gaussians, random_2d
+from .mlp import MLP
+from .optim import Adam, cosine_schedule
 from .paths import GaussianPath
+from .samplers import SampleResult, integrate
 from .schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
+from .train import TrainConfig, TrainResult, load_checkpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MLP",
     "QUANTITIES",
     "VP",
+    "Adam",
     "Cosine",
     "Custom",
     "GaussianMixture",
     "GaussianPath",
+    "LikelihoodResult",
     "Linear",
     "LinearVP",
+    "LossEstimate",
     "MarginalPath",
     "Polynomial",
+    "SampleResult",
     "Schedule",
     "SqrtBeta",
+    "TrainConfig",
+    "TrainResult",
     "__version__",
+    "adapters",
+    "cfm_floor",
+    "cfm_loss",
     "continuity",
     "conversions",
+    "cosine_schedule",
     "eight_gaussians",
+    "exact",
+    "fm_loss",
+    "integrate",
+    "likelihood",
+    "load_checkpoint",
+    "log_likelihood",
+    "losses",
+    "metrics",
     "random_2d",
+    "samplers",
     "schedules",
+    "sde",
+    "train",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 
 from .marginals import MarginalPath
 from .mixtures import DATASETS
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, Schedule
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    mp = MarginalPath(DATASETS[args.data](), SCHEDULES[args.schedule]())
+    schedule: Schedule = SCHEDULES[args.schedule]()
+    mp = MarginalPath(DATASETS[args.data](), schedule)
     x = mp.sample(args.n, args.t, np.random.default_rng(args.seed))
     r = mp.evaluate(x, args.t, ("log_prob", "vector_field", "divergence", "score"))
     print(f"{mp!r} at t = {args.t}")

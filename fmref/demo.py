@@ -143,7 +143,7 @@ def run_demo(
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    make_data: Callable[[], Any] = DATASETS[o["data"]]  # type: ignore[assignment]
+    make_data = DATASETS[o["data"]]
     mp = MarginalPath(make_data(), SCHEDULES[o["schedule"]]())
     objective = o["objective"] or ("linear" if isinstance(mp.schedule, Linear) else "cfm")
     seed = o["seed"]

@@ -28,10 +28,10 @@ class GaussianPath:
             )
 
     def _prep(self, t: Any, **arrays: Any) -> tuple[list[Array], ScheduleValues, Namespace]:
-        out, xp, shape = [], None, None
+        out: list[Array] = []
         for name, a in arrays.items():
             a, axp = float_array(a, name, ndim=2)
-            if shape is None:
+            if not out:
                 shape, xp, dtype = a.shape, axp, a.dtype
             elif a.shape != shape:
                 raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(a.shape)}")

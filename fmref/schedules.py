@@ -209,11 +209,13 @@ class Custom(Schedule):
         for name, fn in (("alpha", alpha), ("beta", beta)):
             if not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
-        for name, fn in (("alpha_dot", alpha_dot), ("beta_dot", beta_dot)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
-        self.alpha, self.beta = alpha, beta
-        self.alpha_dot, self.beta_dot = alpha_dot, beta_dot
+        for name, dfn in (("alpha_dot", alpha_dot), ("beta_dot", beta_dot)):
+            if dfn is not None and not callable(dfn):
+                raise TypeError(f"{name} must be callable or None, got {type(dfn).__name__}")
+        self.alpha: _Fn = alpha
+        self.beta: _Fn = beta
+        self.alpha_dot: _Fn | None = alpha_dot
+        self.beta_dot: _Fn | None = beta_dot
         grid = np.linspace(0.02, 0.98, 33)
         for name, f, df in (("alpha", alpha, alpha_dot), ("beta", beta, beta_dot)):
             if df is None:
