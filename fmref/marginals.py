@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, final
 
 from . import _dask, _gmm
-from ._xp import Array, chunks, concat_rows, device, memory_budget, points, times
+from ._xp import Array, chunks, device, memory_budget, points, times
 from .mixtures import GaussianMixture, _like, rng_from
 from .paths import GaussianPath
 from .schedules import Schedule, ScheduleValues
@@ -102,13 +102,21 @@ class MarginalPath:
         if "jacobian" in want:
             per_row += (4 * k * d * d if self.data.kind == "full" else 2 * k * d) + 3 * d * d
         item = 4 if x.dtype == xp.float32 else 8
-        out: dict[str, list[Array]] = {q: [] for q in want}
+        out: dict[str, Array] = {}
         for sl in chunks(n, per_row * item, self._budget):
             rows = slice(None) if shared else sl
             tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp)
-            for q, val in _quantities(tm, sv, rows, want, xp).items():
-                out[q].append(val)
-        return {q: concat_rows(v, xp) for q, v in out.items()}
+            vals = _quantities(tm, sv, rows, want, xp)
+            if sl.start == 0 and sl.stop == n:
+                return vals
+            # Results go straight into preallocated outputs, so peak memory is the budget plus
+            # one copy of the output (concatenating chunk results would hold it twice).
+            for q, val in vals.items():
+                if q not in out:
+                    out[q] = xp.empty((n, *val.shape[1:]), dtype=val.dtype, device=device(x))
+                out[q][sl, ...] = val
+            del tm, vals
+        return out
 
     def _check_valid(self, sv: ScheduleValues, xp: Any, want: tuple[str, ...]) -> None:
         if self._singular and not bool(xp.all(sv.beta > 0)):
