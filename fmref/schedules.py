@@ -238,11 +238,36 @@ class Custom(Schedule):
         bwd = (3 * f(tc * 0 + 1) - 4 * f(tc * 0 + 1 - h) + f(tc * 0 + 1 - 2 * h)) / (2 * h)
         return xp.where(lo, fwd, xp.where(hi, bwd, central))
 
+    @staticmethod
+    def _checked(name: str, v: Any, t: Array, xp: Namespace, *, finite: bool) -> Array:
+        shape = tuple(getattr(v, "shape", (None,)))
+        if shape != tuple(t.shape):
+            raise ValueError(
+                f"{name} must return an array shaped like t {tuple(t.shape)}, got {v!r}"
+            )
+        bad = ~xp.isfinite(v) if finite else xp.isnan(v)
+        if bool(xp.any(bad)):
+            what = "non-finite" if finite else "NaN"
+            raise ValueError(f"{name} returned {what} values at some t in [0, 1]")
+        return v
+
     def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
-        a, b = self.alpha(t), self.beta(t)
+        a = self._checked("alpha", self.alpha(t), t, xp, finite=True)
+        b = self._checked("beta", self.beta(t), t, xp, finite=True)
+        if bool(xp.any(b < 0)):
+            raise ValueError("beta must return β_t >= 0 (the noise scale), got a negative value")
+        # Supplied derivatives may be infinite at an endpoint (β̇ of √(1 − t) at t = 1).
         ad = self.alpha_dot(t) if self.alpha_dot else self._fd(self.alpha, t, xp)
         bd = self.beta_dot(t) if self.beta_dot else self._fd(self.beta, t, xp)
-        return ScheduleValues(a, b, ad, bd, b * bd)
+        ad = self._checked("alpha_dot", ad, t, xp, finite=False)
+        bd = self._checked("beta_dot", bd, t, xp, finite=False)
+        with np.errstate(invalid="ignore"):
+            bbd = b * bd
+        if not bool(xp.all(xp.isfinite(bbd))):
+            # β = 0 times an infinite β̇: ββ̇ = ½ d(β²)/dt is finite there, so difference ½β².
+            half_b2 = lambda s: 0.5 * self.beta(s) ** 2  # noqa: E731
+            bbd = xp.where(xp.isfinite(bbd), bbd, self._fd(half_b2, t, xp))
+        return ScheduleValues(a, b, ad, bd, bbd)
 
     def __repr__(self) -> str:
         return f"Custom(alpha={self.alpha!r}, beta={self.beta!r})"

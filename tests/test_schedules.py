@@ -183,3 +183,31 @@ def test_float32_close_to_float64(backend32: Any, name: str) -> None:
         np.testing.assert_allclose(
             backend32.to_numpy(getattr(sv32, field)), getattr(sv64, field), rtol=2e-5, atol=2e-6
         )
+
+
+def test_custom_infinite_beta_dot_keeps_beta_beta_dot_finite(backend: Any) -> None:
+    # √(1 − t) with its exact β̇ = −1/(2√(1 − t)), infinite at t = 1: ββ̇ = ½ d(1 − t)/dt = −½.
+    def beta(t: Any) -> Any:
+        return array_api_compat.array_namespace(t).sqrt(1 - t)
+
+    def beta_dot(t: Any) -> Any:
+        return -0.5 / array_api_compat.array_namespace(t).sqrt(1 - t)
+
+    with np.errstate(divide="ignore"):
+        sv = Custom(lambda t: t, beta, lambda t: 0 * t + 1, beta_dot)(backend.asarray([0.5, 1.0]))
+    assert _np(backend, sv.beta_dot)[1] == -np.inf
+    np.testing.assert_allclose(_np(backend, sv.beta_beta_dot), [-0.5, -0.5], rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("alpha", "beta", "match"),
+    [
+        (lambda t: t * math.nan, lambda t: 1 - t, "alpha returned non-finite"),
+        (lambda t: t, lambda t: 0.5 - t, "β_t >= 0"),
+        (lambda t: t, lambda t: 1.0, "beta must return an array shaped like t"),
+    ],
+)
+def test_custom_refuses_bad_values(alpha: Any, beta: Any, match: str) -> None:
+    sched = Custom(alpha, beta)
+    with pytest.raises(ValueError, match=match):
+        sched(np.linspace(0.0, 1.0, 5))
