@@ -109,7 +109,8 @@ class Polynomial(Schedule):
     p: float = 2.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.p, (int, float)) and math.isfinite(self.p) and self.p > 0):
+        ok = isinstance(self.p, (int, float)) and not isinstance(self.p, bool)
+        if not (ok and math.isfinite(self.p) and self.p > 0):
             raise ValueError(f"p must be a finite number > 0, got {self.p!r}")
 
     def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
@@ -163,7 +164,10 @@ class VP(Schedule):
     singular_at_one = True
 
     def __post_init__(self) -> None:
-        ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (self.b, self.B))
+        ok = all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in (self.b, self.B)
+        )
         if not ok or self.b <= 0 or self.b > self.B:
             raise ValueError(f"VP needs finite 0 < b <= B, got b={self.b!r}, B={self.B!r}")
 

@@ -210,8 +210,12 @@ def test_constructors_and_options() -> None:
         MarginalPath(gm, Linear()).evaluate(np.zeros((1, 1)), 0.5, ("nope",))
     with pytest.raises(ValueError, match=r"\bp\b"):
         Polynomial(0.0)
+    with pytest.raises(ValueError, match=r"\bp\b"):
+        Polynomial(True)  # a bool is not an exponent
     with pytest.raises(ValueError, match=r"\bb\b"):
         VP(b=-1.0)
+    with pytest.raises(ValueError, match=r"\bB\b"):
+        VP(B=True)
     with pytest.raises(TypeError, match="alpha"):
         Custom(1.0, lambda t: 1 - t)  # type: ignore[arg-type]
     mp = MarginalPath(gm, Linear())
