@@ -131,7 +131,7 @@ def log_likelihood(
         differences (u(x + h v) − u(x − h v)) / 2h, whose bias is O(h²) (h³/6 times the third
         derivative of u along v); ``fd_step`` h defaults to ε^{1/3} of the dtype (6e-6 in
         float64, 5e-3 in float32).
-    log_p0 : callable x → (n,), log p_{t0}; default log N(0, I). VP needs
+    log_p0 : callable x → (n,), log p_{t0}; default log N(0, I), allowed only at t0 = 0. VP needs
         ``MarginalPath(...).log_prob(x, t0)`` since its α_0 ≠ 0.
     t0, t1 : t0 < t1 in [0, 1].
     method, steps, rtol, atol : the backward ODE solve (see :func:`fmref.samplers.integrate`).
@@ -151,6 +151,12 @@ def log_likelihood(
         raise ValueError(f"t0 must be smaller than t1, got t0={t0!r}, t1={t1!r}")
     if log_p0 is not None and not callable(log_p0):
         raise TypeError(f"log_p0 must be a callable x -> (n,) or None, got {type(log_p0).__name__}")
+    if log_p0 is None and t0 != 0.0:
+        # N(0, I) is p_init = p_0 only; at t0 > 0 the default would be silently wrong.
+        raise ValueError(
+            f"log_p0 is required when t0 = {t0!r} > 0: pass the density of p_t0, e.g. "
+            "lambda x: marginal.log_prob(x, t0)"
+        )
     dev, dt = device(x1), x1.dtype
     u = _CheckedField(field, n, d)
 

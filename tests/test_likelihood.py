@@ -47,6 +47,14 @@ def test_vp_needs_exact_log_p0():
     assert np.abs(naive.log_prob - data.log_prob(x1)).max() > 1e-6
 
 
+def test_start_time_after_zero_with_exact_log_p_t0():
+    data = _mixture()
+    mp = MarginalPath(data, Cosine())
+    x1 = data.sample(50, 3)
+    res = log_likelihood(mp.vector_field, x1, t0=0.4, log_p0=lambda x: mp.log_prob(x, 0.4))
+    np.testing.assert_allclose(res.log_prob, data.log_prob(x1), rtol=0, atol=1e-8)
+
+
 @pytest.mark.parametrize("schedule", [Linear(), Cosine()], ids=repr)
 def test_single_gaussian_closed_forms(schedule):
     """X_0 is the inverse closed-form flow and ∫ div u dt = ½ log det Σ (S_0 = I, S_1 = Σ)."""
@@ -156,6 +164,8 @@ def test_bad_input():
         log_likelihood(lambda x, t: u(x, t), x1)
     with pytest.raises(ValueError, match="t0 must be smaller than t1"):
         log_likelihood(u, x1, t0=0.5, t1=0.5)
+    with pytest.raises(ValueError, match="log_p0 is required when t0"):
+        log_likelihood(u, x1, t0=0.5)  # N(0, I) is p_0 only
     with pytest.raises(ValueError, match="t1 must be a float in"):
         log_likelihood(u, x1, t1=1.5)
     with pytest.raises(ValueError, match=r"divergence must return shape \(5,\)"):
