@@ -83,16 +83,29 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
     k = p.lam.shape[0]
     a = xp.reshape(alpha, (-1, 1, 1))
     b = xp.reshape(beta, (-1, 1, 1))
+    v = (a * a) * p.lam[None, ...] + b * b
+    inv_sqrt_v = 1 / xp.sqrt(v)
+    shared = alpha.shape[0] == 1
     if p.qcat is not None:
-        y = xp.reshape(x @ p.qcat, (n, k, d))
-        y -= a * p.mu_rot[None, ...]
+        # One GEMM gives the whitened residual: [x, α] @ [Q; −μ̃] subtracts α μ̃_k for per-row
+        # α, and with one shared t the columns are scaled by v^{-1/2} too, saving two passes.
+        ones = xp.ones((n, 1), dtype=x.dtype, device=device(x))
+        mu_row = -xp.reshape(p.mu_rot, (1, k * d))
+        if shared:
+            scale = xp.reshape(inv_sqrt_v, (1, k * d))
+            lhs = xp.concat([x, ones], axis=1)
+            rhs = xp.concat([p.qcat * scale, (alpha[0] * mu_row) * scale], axis=0)
+        else:
+            lhs = xp.concat([x, xp.reshape(alpha, (n, 1))], axis=1)
+            rhs = xp.concat([p.qcat, mu_row], axis=0)
+        y = xp.reshape(lhs @ rhs, (n, k, d))
+        if not shared:
+            y *= inv_sqrt_v
     else:
         y = x[:, None, :] - a * p.means[None, ...]
-    v = (a * a) * p.lam[None, ...] + b * b
-    # Scale by v^{-1/2} twice in place: the whitened residual gives the quadratic form, the
-    # second scaling gives w, and no (n, k, d) temporary is allocated on the way.
-    inv_sqrt_v = 1 / xp.sqrt(v)
-    y *= inv_sqrt_v
+        y *= inv_sqrt_v
+    # y is now the whitened residual S_k^{-1/2} r_k in the eigenbasis: its squared norm is the
+    # quadratic form, and one more in-place scaling gives w without a new (n, k, d) array.
     quad = xp.vecdot(y, y, axis=-1)
     y *= inv_sqrt_v
     w = y
