@@ -87,8 +87,11 @@ def _draw(
 
 def _sq_norm(field: Field, x: Array, t: Array, target: Array, xp: Namespace) -> Array:
     out = field(x, t)
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"field must return shape {tuple(x.shape)}, got {tuple(out.shape)}")
+    if tuple(getattr(out, "shape", ())) != tuple(x.shape):
+        shape = tuple(getattr(out, "shape", ()))
+        raise ValueError(f"field must return shape {tuple(x.shape)}, got {shape}")
+    if not bool(xp.all(xp.isfinite(out))):
+        raise ValueError("field returned non-finite values (NaN or inf)")
     r = out - target
     return xp.sum(r * r, axis=1)
 

@@ -237,5 +237,11 @@ def test_bad_input() -> None:
         cfm_floor(eight_gaussians())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shape"):
         fm_loss(lambda x, t: x[:, :1], mp, n=10)
+    with pytest.raises(ValueError, match="field returned non-finite"):
+        fm_loss(
+            lambda x, t: np.full_like(x, np.nan), mp, n=10
+        )  # a NaN loss would pass silently otherwise
+    with pytest.raises(ValueError, match="field returned non-finite"):
+        cfm_loss(lambda x, t: np.full_like(x, np.inf), mp, n=10)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         floor_profile(mp, [1.0])
