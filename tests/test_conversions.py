@@ -112,3 +112,17 @@ def test_float32(backend32: Any, name: str) -> None:
     )
     s = cv.score_from_eps_hat(sched, *args, backend32.asarray(eps))
     np.testing.assert_allclose(backend32.to_numpy(s), -eps / sv.beta[:, None], rtol=1e-5, atol=1e-5)
+
+
+def test_prediction_must_share_x_namespace(backend: Any) -> None:
+    z, eps = _pair(5)
+    sched = SCHEDULES["linear"]
+    x = 0.5 * z + 0.5 * eps
+    if backend.name == "numpy":
+        # A list is validated into an array of x's namespace and used as such.
+        got = cv.eps_hat_from_x_hat(sched, x, 0.5, z.tolist())
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_allclose(got, eps, rtol=1e-12, atol=1e-12)
+    else:
+        with pytest.raises(TypeError, match="x_hat must be an array of x's namespace"):
+            cv.eps_hat_from_x_hat(sched, backend.asarray(x), 0.5, z)
