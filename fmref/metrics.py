@@ -113,6 +113,20 @@ def _mean_pair_distance(a: Array, b: Array, xp: Any, same: bool) -> float:
     return total / (n * m)
 
 
+def _two_samples(x: Any, y: Any) -> tuple[Array, Array, Any]:
+    """Validate two samples (n, d) and (m, d) of one namespace and dtype (no silent casting)."""
+    x, xp = float_array(x, "x", ndim=2)
+    y, yxp = float_array(y, "y", ndim=2)
+    if yxp is not xp or y.dtype != x.dtype:
+        raise TypeError(
+            f"y must share x's namespace and dtype ({x.dtype}), got a {type(y).__name__} of "
+            f"dtype {y.dtype}"
+        )
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same d, got {x.shape} and {y.shape}")
+    return x, y, xp
+
+
 def energy_distance(x: Any, y: Any) -> float:
     """Energy distance 2E|X − Y| − E|X − X'| − E|Y − Y'| between samples x (n, d), y (m, d).
 
@@ -120,10 +134,7 @@ def energy_distance(x: Any, y: Any) -> float:
     expectation 0 when x and y come from one distribution and is positive in expectation
     otherwise. Cost O(n m d), chunked over rows of x to stay in the memory budget.
     """
-    x, xp = float_array(x, "x", ndim=2)
-    y, _ = float_array(y, "y", ndim=2)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same d, got {x.shape} and {y.shape}")
+    x, y, xp = _two_samples(x, y)
     if x.shape[0] < 2 or y.shape[0] < 2:
         raise ValueError("x and y need at least 2 points each")
     exy = _mean_pair_distance(x, y, xp, same=False)
@@ -203,10 +214,7 @@ def sliced_wasserstein(
     mean over ``n_projections`` directions drawn from ``rng``. For X, Y = X + δ the 1-D distance
     is |θ·δ| and SW_2² = |δ|²/d in expectation over θ.
     """
-    x, xp = float_array(x, "x", ndim=2)
-    y, _ = float_array(y, "y", ndim=2)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same d, got {x.shape} and {y.shape}")
+    x, y, xp = _two_samples(x, y)
     if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
         raise ValueError(f"n_projections must be an int >= 1, got {n_projections!r}")
     if not (isinstance(p, (int, float)) and math.isfinite(p) and p >= 1):

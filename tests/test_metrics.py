@@ -163,6 +163,10 @@ def test_bad_input():
         sliced_wasserstein(x, np.zeros((5, 3)), 0)
     with pytest.raises(ValueError, match="n_projections"):
         sliced_wasserstein(x, x, 0, n_projections=0)
+    with pytest.raises(TypeError, match="y must share x's namespace and dtype"):
+        energy_distance(x, x.astype(np.float32))  # no silent up-casting
+    with pytest.raises(TypeError, match="y must share x's namespace and dtype"):
+        sliced_wasserstein(x, x.astype(np.float32), 0)
     with pytest.raises(ValueError, match="p must be"):
         sliced_wasserstein(x, x, 0, p=0.5)
     with pytest.raises(TypeError, match="GaussianMixture"):
