@@ -99,7 +99,7 @@ def test_failure_reports_worst_point_values_and_ratio() -> None:
     assert f"worst point is row {row}" in msg and f"t = {captured['t'][row]:.10g}" in msg
     assert f"{e:.10g}" in msg and f"{e + delta:.10g}" in msg
     got = float(re.search(r"= ([0-9.e+-]+) in component 1", msg).group(1))
-    assert got == pytest.approx(ratio, rel=1e-2)
+    assert got == pytest.approx(ratio, rel=1e-2, abs=0)
 
 
 def test_quantile_tolerates_a_few_bad_points_but_reports_the_worst() -> None:
@@ -217,7 +217,9 @@ def test_default_tolerance_table() -> None:
     assert default_tolerance(torch.float32) == (1e-4, 1e-5)
     assert default_tolerance(torch.bfloat16) == (1e-2, 1e-3)
     assert default_tolerance(np.float32, rtol=0.1) == (0.1, 1e-5)
-    assert default_tolerance(np.float64, scale=100.0) == pytest.approx((1e-5, 1e-7))
+    assert default_tolerance(np.float64, scale=100.0) == pytest.approx(
+        (1e-5, 1e-7), rel=1e-12, abs=0
+    )
     with pytest.raises(ValueError, match="rtol"):
         default_tolerance(np.float64, rtol=-1.0)
 
