@@ -56,14 +56,14 @@ class GaussianPath:
     def target(self, z: Array, eps: Array, t: Any) -> Array:
         """CFM regression target u_t(α_t z + β_t ε | z) = α̇_t z + β̇_t ε (z − ε for Linear)."""
         (z, eps), s, xp = self._prep(t, z=z, eps=eps)
-        if not bool(xp.all(xp.isfinite(s.beta_dot))):
-            raise ValueError("t: β̇_t is infinite there (t = 1 for this schedule); use t < 1")
+        self._need_finite_rates(s, xp)
         return s.alpha_dot * z + s.beta_dot * eps
 
     def conditional_vector_field(self, x: Array, z: Array, t: Any) -> Array:
         """u_t(x|z) = α̇_t z + (β̇_t/β_t)(x − α_t z); needs β_t > 0 (t < 1)."""
         (x, z), s, xp = self._prep(t, x=x, z=z)
         self._need_beta(s, xp)
+        self._need_finite_rates(s, xp)
         return s.alpha_dot * z + (s.beta_dot / s.beta) * (x - s.alpha * z)
 
     def conditional_score(self, x: Array, z: Array, t: Any) -> Array:
@@ -79,6 +79,15 @@ class GaussianPath:
         d = x.shape[1]
         r = (x - s.alpha * z) / s.beta
         return -0.5 * xp.sum(r * r, axis=1) - d * xp.log(s.beta[:, 0]) - 0.5 * d * LOG_2PI
+
+    @staticmethod
+    def _need_finite_rates(s: ScheduleValues, xp: Namespace) -> None:
+        ok = xp.all(xp.isfinite(s.alpha_dot)) & xp.all(xp.isfinite(s.beta_dot))
+        if not bool(ok):
+            raise ValueError(
+                "t: α̇_t or β̇_t is infinite there (β̇ at t = 1 for LinearVP, SqrtBeta and VP; "
+                "α̇ and β̇ at t = 0 for Polynomial(p < 1)); use a t inside (0, 1)"
+            )
 
     @staticmethod
     def _need_beta(s: ScheduleValues, xp: Namespace) -> None:

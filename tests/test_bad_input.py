@@ -194,6 +194,13 @@ def test_infinite_schedule_derivative(backend: Any) -> None:
     for q in ("vector_field", "divergence", "jacobian", "dlog_prob_dt"):
         with pytest.raises(ValueError, match=r"\bt\b"):
             mp.evaluate(x, 0.0, (q,))
+    # The conditional path's field and target too (they gave NaN rows before).
+    path = GaussianPath(Polynomial(0.5))
+    t = backend.asarray(np.array([0.0, 0.5]))
+    with pytest.raises(ValueError, match=r"t: α̇_t or β̇_t is infinite"):
+        path.conditional_vector_field(x, x, t)
+    with pytest.raises(ValueError, match=r"t: α̇_t or β̇_t is infinite"):
+        path.target(x, x, t)
 
 
 def test_constructors_and_options() -> None:
