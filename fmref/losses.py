@@ -18,6 +18,7 @@ import numpy as np
 from ._xp import Array, Namespace, chunks, concat_rows, device, from_numpy, namespace, to_numpy
 from .marginals import MarginalPath
 from .mixtures import rng_from
+from .schedules import Polynomial
 
 __all__ = ["LossEstimate", "cfm_floor", "cfm_loss", "floor_profile", "fm_loss"]
 
@@ -168,6 +169,13 @@ def cfm_loss(
 
 def _divergence_warning(marginal: MarginalPath, t_max: float) -> str | None:
     sched = marginal.schedule
+    if isinstance(sched, Polynomial) and sched.p <= 0.5:
+        # c_t = α̇/β ≈ p t^{p−1} and tr Cov(z|x) → tr Cov(z) as t → 0: ∫ t^{2p−2} dt diverges.
+        return (
+            f"{sched!r} has α̇ = p t^(p−1): c_t² tr Cov(z|x) ≈ p² t^(2p−2) tr Cov(z) near t = 0, "
+            "so L* (and the expected CFM loss) is infinite for p ≤ 1/2 whatever t_max; the "
+            "CFM target has unbounded variance near t = 0"
+        )
     singular = getattr(sched, "singular_at_one", False)
     if not singular:
         with np.errstate(all="ignore"):
@@ -247,8 +255,9 @@ def cfm_floor(
     """Estimate the irreducible CFM loss L* = E_{t~U[0,t_max)} E_{x~p_t}[c_t² tr Cov(z|x)].
 
     c_t = α̇_t − β̇_t α_t/β_t. Where β̇ is infinite at t = 1 (SqrtBeta, LinearVP, VP) and
-    t_max = 1, the integrand grows like 1/(1 − t), so ``value`` and ``stderr`` are ``inf``,
-    ``warning`` explains, and ``samples``/``profile`` still hold the finite draws.
+    t_max = 1, the integrand grows like 1/(1 − t); for Polynomial(p ≤ ½) it grows like t^(2p−2)
+    near t = 0. Then ``value`` and ``stderr`` are ``inf``, ``warning`` explains, and
+    ``samples``/``profile`` still hold the finite draws.
     """
     _check(marginal, n, t_max, bins)
     t, z, eps, _ = _draw(marginal, int(n), rng, float(t_max), like)

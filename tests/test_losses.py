@@ -157,6 +157,21 @@ def test_floor_diverges_like_one_over_one_minus_t(schedule: object, limit: float
     assert cfm_loss(lambda x, t: 0 * x, mp, n=200, rng=0).warning is not None
 
 
+def test_floor_diverges_at_zero_for_polynomial_half() -> None:
+    """Polynomial(p): c_t = α̇/β ≈ p t^(p−1) and tr Cov(z|x) → tr Cov(z) as t → 0, so
+    t^(2−2p) ℓ*(t) → p² tr Cov(z) and L* = ∫ ℓ* dt is infinite for p ≤ ½ (finite for p > ½)."""
+    data = eight_gaussians()
+    mp = MarginalPath(data, Polynomial(0.5))
+    ts = np.array([1e-6, 1e-7])
+    mean, se = floor_profile(mp, ts, n=4000, rng=8)
+    limit = 0.25 * float(np.trace(data.covariance()))
+    assert np.all(np.abs(mean * ts - limit) < 4 * se * ts + 1e-2 * limit), (mean * ts, limit)
+    est = cfm_floor(mp, n=200, rng=0, t_max=0.5)
+    assert math.isinf(est.value) and est.warning is not None and "t = 0" in est.warning
+    assert cfm_loss(lambda x, t: 0 * x, mp, n=200, rng=0).warning is not None
+    assert cfm_floor(MarginalPath(data, Polynomial(0.75)), n=200, rng=0).finite
+
+
 @pytest.mark.parametrize(("schedule", "limit"), [(Linear(), 2.0), (Cosine(), 2 * math.pi**2 / 4)])
 def test_floor_bounded_for_regular_schedules(schedule: object, limit: float) -> None:
     # Linear: c = 1/(1−t), tr Cov ≈ d(1−t)² → ℓ* → d; Cosine: c = (π/2)/cos, tr Cov ≈ d cos².
