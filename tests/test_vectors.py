@@ -102,7 +102,7 @@ def test_expected_values_match_an_independent_density_and_identities(suite_dir: 
             exp["dlog_prob_dt"] + exp["divergence"] + np.sum(exp["vector_field"] * exp["score"], 1)
         )
         scale = np.abs(exp["dlog_prob_dt"]) + np.abs(exp["divergence"]) + 1.0
-        np.testing.assert_allclose(res / scale, 0.0, atol=1e-10)
+        np.testing.assert_allclose(res / scale, 0.0, rtol=0, atol=1e-10)
 
 
 def test_verify_passes_fmref_and_reports_skips(suite_dir: Path) -> None:
