@@ -182,8 +182,10 @@ def log_likelihood(
     if extra >= 2:
         stderr = xp.std(per_probe, axis=1, correction=1) / math.sqrt(extra)
     lp0 = _standard_normal_log_prob(x0) if log_p0 is None else log_p0(x0)
-    if tuple(lp0.shape) != (n,):
-        raise ValueError(f"log_p0 must return shape ({n},), got {tuple(lp0.shape)}")
+    if tuple(getattr(lp0, "shape", ())) != (n,):
+        raise ValueError(f"log_p0 must return shape ({n},), got {tuple(getattr(lp0, 'shape', ()))}")
+    if bool(xp.any(xp.isnan(lp0))):
+        raise ValueError("log_p0 returned NaN at some of the points X_t0 reached backwards")
     return LikelihoodResult(lp0 - delta, lp0, delta, x0, u.calls, stderr, method)
 
 

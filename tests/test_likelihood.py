@@ -166,6 +166,11 @@ def test_bad_input():
         log_likelihood(u, x1, t0=0.5, t1=0.5)
     with pytest.raises(ValueError, match="log_p0 is required when t0"):
         log_likelihood(u, x1, t0=0.5)  # N(0, I) is p_0 only
+    kw = {"method": "rk4", "steps": 2}
+    with pytest.raises(ValueError, match=r"log_p0 must return shape \(5,\)"):
+        log_likelihood(u, x1, log_p0=lambda x: x, **kw)
+    with pytest.raises(ValueError, match="log_p0 returned NaN"):
+        log_likelihood(u, x1, log_p0=lambda x: x[:, 0] * np.nan, **kw)
     with pytest.raises(ValueError, match="t1 must be a float in"):
         log_likelihood(u, x1, t1=1.5)
     with pytest.raises(ValueError, match=r"divergence must return shape \(5,\)"):
