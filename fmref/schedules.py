@@ -244,6 +244,12 @@ class Custom(Schedule):
 
     @staticmethod
     def _checked(name: str, v: Any, t: Array, xp: Namespace, *, finite: bool) -> Array:
+        try:
+            same = namespace(v) is xp
+        except TypeError:
+            same = False
+        if not same:
+            raise TypeError(f"{name} must return an array of t's namespace, got {type(v).__name__}")
         shape = tuple(getattr(v, "shape", (None,)))
         if shape != tuple(t.shape):
             raise ValueError(

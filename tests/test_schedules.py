@@ -211,3 +211,13 @@ def test_custom_refuses_bad_values(alpha: Any, beta: Any, match: str) -> None:
     sched = Custom(alpha, beta)
     with pytest.raises(ValueError, match=match):
         sched(np.linspace(0.0, 1.0, 5))
+
+
+def test_custom_refuses_outputs_of_another_namespace(backend: Any) -> None:
+    sched = Custom(lambda t: np.linspace(0.0, 1.0, 3), lambda t: 1 - t)
+    t = backend.asarray(np.linspace(0.0, 1.0, 3))
+    if backend.name == "numpy":
+        np.testing.assert_array_equal(sched(t).alpha, np.linspace(0.0, 1.0, 3))
+    else:
+        with pytest.raises(TypeError, match="alpha must return an array of t's namespace"):
+            sched(t)
