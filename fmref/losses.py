@@ -189,17 +189,6 @@ def _divergence_warning(marginal: MarginalPath, t_max: float) -> str | None:
     )
 
 
-def _eig(marginal: MarginalPath, xp: Namespace, dev: Any, dtype: Any) -> tuple[Array, ...]:
-    """μ_k (k, d), eigenvalues λ_k (k, d) and eigenvectors Q_k (k, d, d) or None, in xp."""
-    data = marginal.data
-    if data.kind == "full":
-        lam, q = np.linalg.eigh(data.full_covs())
-        lam, q = np.maximum(lam, 0.0), from_numpy(q, xp, dev, dtype)
-    else:
-        lam, q = data.eigenvalues, None
-    return from_numpy(data.means, xp, dev, dtype), from_numpy(lam, xp, dev, dtype), q
-
-
 def floor_terms(marginal: MarginalPath, x: Array, t: Array) -> Array:
     """Per-point ℓ*(t, x) = c_t² tr Cov(z | X_t = x), shape (n,), computed stably.
 
@@ -214,7 +203,9 @@ def floor_terms(marginal: MarginalPath, x: Array, t: Array) -> Array:
     if not bool(xp.all(sv.beta > 0)):
         raise ValueError("t: the floor needs β_t > 0 (t < 1)")
     g_all = sv.alpha_dot * sv.beta - sv.beta_dot * sv.alpha
-    mu, lam, q = _eig(marginal, xp, device(x), x.dtype)
+    # The mixture's own eigendecomposition, moved to x's namespace once and cached there.
+    p = marginal.data.params(xp, device(x), x.dtype)
+    mu, lam, q = p.means, p.lam, p.q
     k = marginal.data.n_components
     item = 4 if x.dtype == xp.float32 else 8
     out = []
