@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -36,6 +34,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fmref._checkpoint import atomic_write
 from fmref._xp import from_numpy, to_numpy
 from fmref.continuity import residual
 from fmref.marginals import QUANTITIES, MarginalPath
@@ -298,15 +297,8 @@ def _table(checks: list[Check], rows: list[dict[str, Any]]) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(obj, indent=2)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def main(argv: list[str] | None = None) -> int:
