@@ -246,7 +246,10 @@ def train(
         if not math.isfinite(loss):
             kept = f"; the last good checkpoint is {str(path)!r}" if path and path.exists() else ""
             raise ValueError(f"non-finite training loss {loss} at step {step + 1}{kept}")
-        opt.step(grads)
+        try:
+            opt.step(grads)  # refuses non-finite gradients before touching any parameter
+        except ValueError as exc:
+            raise ValueError(f"step {step + 1}: {exc}") from None
         step += 1
         losses.append(loss)
         ev = None

@@ -186,8 +186,25 @@ def test_non_finite_loss_names_the_step_and_keeps_checkpoint(tmp_path: Path) -> 
     before = [np.array(p) for p in model.params]
     good = load_checkpoint(ck)
     assert good["step"] == 5
-    # The bad step was not applied: parameters are those after step 6, all finite.
-    assert all(np.all(np.isfinite(p)) for p in before)
+    # The bad step was not applied: parameters are exactly those after step 6.
+    after_six = train(net(), linear_mp(), cfg, stop_at=6).model.params
+    for p, q in zip(before, after_six, strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_non_finite_gradient_names_the_step() -> None:
+    model = net()
+    real = model.loss_and_grad
+    calls = {"n": 0}
+
+    def poisoned(x: Any, t: Any, target: Any) -> Any:
+        calls["n"] += 1
+        loss, grads = real(x, t, target)
+        return loss, [g * math.nan for g in grads] if calls["n"] == 3 else grads
+
+    model.loss_and_grad = poisoned  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match=r"step 3: grads must be finite"):
+        train(model, linear_mp(), TrainConfig(steps=5, **SMALL))
 
 
 @pytest.mark.parametrize(
