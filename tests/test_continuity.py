@@ -98,6 +98,21 @@ def test_numerical_residual_exact_field_at_endpoints(backend: Any) -> None:
         )
 
 
+@pytest.mark.parametrize("t", [5e-5, 1 - 5e-5])
+def test_numerical_time_derivative_within_one_step_of_the_ends(backend: Any, t: float) -> None:
+    """For t within h_t of 0 or 1 the one-sided stencil must sit at t, not at the end point."""
+    case = make_case(22, 2, 2, "diagonal")
+    mp = MarginalPath(case.gm, SCHEDULES["cosine"])
+    x = np.random.default_rng(5).normal(size=(6, 2))
+    # Anchored at the end point instead, the error is O(|t − end|): 1e-3 at 0, 100 % at 1.
+    check = numerical_residual(mp, mp.vector_field, backend.asarray(x), t, h_t=1e-4)
+    exact = mp.dlog_prob_dt(x, t) * np.exp(mp.log_prob(x, t))  # ∂_t p = p ∂_t log p
+    assert np.abs(exact).max() > 1e-6  # a derivative to get right, not a vanishing one
+    np.testing.assert_allclose(
+        backend.to_numpy(check.dp_dt), exact, rtol=5e-5, atol=1e-6 * np.abs(exact).max()
+    )
+
+
 def test_numerical_residual_flags_conditional_field(backend: Any) -> None:
     mp, case, x, t = _setup(backend)
     path = GaussianPath(SCHEDULES["cosine"])
