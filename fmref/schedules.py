@@ -234,12 +234,13 @@ class Custom(Schedule):
 
     @staticmethod
     def _fd(f: _Fn, t: Array, xp: Namespace, h: float = 1e-5) -> Array:
-        # Central where both neighbours lie in [0, 1]; second-order one-sided at the ends.
+        # Central where both neighbours lie in [0, 1]; within h of an end, the second-order
+        # one-sided stencil anchored at t itself (the clips only move rows that use another).
         lo, hi = t - h < 0, t + h > 1
-        tc = xp.clip(t, h, 1 - h)
+        tc, tf, tb = xp.clip(t, h, 1 - h), xp.clip(t, 0, 1 - 2 * h), xp.clip(t, 2 * h, 1)
         central = (f(tc + h) - f(tc - h)) / (2 * h)
-        fwd = (-3 * f(tc * 0) + 4 * f(tc * 0 + h) - f(tc * 0 + 2 * h)) / (2 * h)
-        bwd = (3 * f(tc * 0 + 1) - 4 * f(tc * 0 + 1 - h) + f(tc * 0 + 1 - 2 * h)) / (2 * h)
+        fwd = (-3 * f(tf) + 4 * f(tf + h) - f(tf + 2 * h)) / (2 * h)
+        bwd = (3 * f(tb) - 4 * f(tb - h) + f(tb - 2 * h)) / (2 * h)
         return xp.where(lo, fwd, xp.where(hi, bwd, central))
 
     @staticmethod
