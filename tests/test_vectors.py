@@ -153,6 +153,17 @@ def test_verify_reports_errors_and_nothing_implemented(suite_dir: Path) -> None:
         verify_suite(suite_dir, _fmref_impl, quantities=["nope"])
 
 
+def test_a_quantity_undefined_at_every_row_is_a_skip_not_a_pass() -> None:
+    from fmref.testing._verify import check_case
+
+    inputs = {"t": np.array([1.0, 1.0])}
+    expected = {"target": np.full((2, 2), np.nan)}  # β̇ infinite at every row
+    rows = check_case(
+        "c", {}, inputs, expected, lambda q, c, i: np.zeros((2, 2)), ("target",), {}, None, None
+    )
+    assert [(r.status, r.message) for r in rows] == [("skip", "undefined at every row")]
+
+
 def _copy(src: Path, dst: Path) -> Path:
     for rel, data in _files(src).items():
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
