@@ -176,9 +176,14 @@ def posterior_mean_eps(tm: Terms) -> Array:
 
 
 def posterior_cov_trace(tm: Terms, ez: Array) -> Array:
-    """tr Cov(z|x) = Σ_k γ_k (tr C_k + ||e_k||²) − ||E[z|x]||², C_k eigenvalues λβ²/v."""
+    """tr Cov(z|x) = Σ_k γ_k (tr C_k + ||e_k − E[z|x]||²), C_k with eigenvalues λβ²/v.
+
+    The within-plus-between form keeps its accuracy where tr Cov(z|x) ≪ ||e_k||² (near t = 1,
+    far from the origin); expanding the square would cancel catastrophically there.
+    """
     xp = tm.xp
     lam = tm.p.lam[None, ...]
-    e_rot = tm.p.mu_rot[None, ...] + (tm.a * lam) * tm.w
-    per_k = xp.sum(lam * (tm.b * tm.b) / tm.v, axis=2) + xp.vecdot(e_rot, e_rot, axis=-1)
-    return xp.sum(tm.gamma * per_k, axis=1) - xp.vecdot(ez, ez, axis=-1)
+    e_k = tm.p.means[None, ...] + tm.rotate_each((tm.a * lam) * tm.w)
+    diff = e_k - ez[:, None, :]
+    per_k = xp.sum(lam * (tm.b * tm.b) / tm.v, axis=2) + xp.vecdot(diff, diff, axis=-1)
+    return xp.sum(tm.gamma * per_k, axis=1)

@@ -90,7 +90,10 @@ class GaussianMixture:
             lam, q = np.linalg.eigh(c)
             if np.any(lam < -1e-10 * scale):
                 raise ValueError("covs must be positive semidefinite")
-            lam = np.maximum(lam, 0.0)
+            # eigh returns ~1e-17 instead of 0 for a rank-deficient Σ_k; snapping eigenvalues at
+            # rounding level to exactly 0 keeps such data flagged singular (refused at t = 1).
+            tiny = d * np.finfo(np.float64).eps * np.max(np.abs(lam), axis=1, keepdims=True)
+            lam = np.where(lam <= tiny, 0.0, lam)
             kind = "full"
         else:
             raise ValueError(
@@ -201,8 +204,10 @@ class GaussianMixture:
 
         With ``return_components`` also return the component index of each point, shape (n,).
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a nonnegative int, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"n must be an int, got {n!r}")
+        if n < 0:
+            raise ValueError(f"n must be nonnegative, got {n}")
         g = rng_from(rng)
         comp = g.choice(self.n_components, size=int(n), p=self._weights)
         xi = g.standard_normal((int(n), self.dim))
@@ -255,6 +260,11 @@ def eight_gaussians(radius: float = 5.0, variance: float = math.sqrt(0.1)) -> Ga
     var=0.1)`` builds ``MultivariateNormal(0, sqrt(var) * I)``, whose *covariance* is √0.1·I
     ≈ 0.316·I (standard deviation ≈ 0.562), not 0.1·I.
     """
+    for name, v in (("radius", radius), ("variance", variance)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TypeError(f"{name} must be a finite float, got {v!r}")
+    if variance < 0:
+        raise ValueError(f"variance must be >= 0, got {variance}")
     ang = 2 * np.pi * np.arange(8) / 8
     means = radius * np.stack([np.cos(ang), np.sin(ang)], axis=1)
     return GaussianMixture(np.full(8, 1 / 8), means, np.full(8, float(variance)))
@@ -269,8 +279,16 @@ def random_2d(
     means with torch's generator; this uses ``numpy.random.default_rng(seed)``, so the same seed
     gives other means.
     """
+    for name, v, kind in (("nmodes", nmodes, int), ("seed", seed, int)):
+        if isinstance(v, bool) or not isinstance(v, (kind, np.integer)):
+            raise TypeError(f"{name} must be an int, got {v!r}")
+    for name, v in (("std", std), ("scale", scale)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TypeError(f"{name} must be a finite float, got {v!r}")
     if nmodes < 1 or std <= 0 or scale <= 0:
-        raise ValueError("random_2d needs nmodes >= 1, std > 0 and scale > 0")
+        raise ValueError(
+            f"random_2d needs nmodes >= 1, std > 0 and scale > 0; got {nmodes}, {std}, {scale}"
+        )
     g = np.random.default_rng(seed)
     means = (g.random((nmodes, 2)) - 0.5) * scale
     return GaussianMixture(np.full(nmodes, 1 / nmodes), means, np.full(nmodes, std**2))

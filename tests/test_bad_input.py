@@ -66,7 +66,7 @@ def test_sampling_arguments() -> None:
     gm = GaussianMixture([1.0], [[0.0]], [1.0])
     with pytest.raises(ValueError, match=r"\bn\b"):
         gm.sample(-1, 0)
-    with pytest.raises(ValueError, match=r"\bn\b"):
+    with pytest.raises(TypeError, match=r"\bn\b"):
         gm.sample(2.0, 0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="rng"):
         gm.sample(2, None)

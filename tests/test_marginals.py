@@ -15,6 +15,7 @@ from scipy.stats import multivariate_normal
 
 from fmref.marginals import QUANTITIES, MarginalPath
 from fmref.mixtures import GaussianMixture
+from fmref.schedules import Linear
 
 MU = np.array([1.0, -2.0, 0.5])
 SIGMA = np.array([[2.0, 0.3, 0.0], [0.3, 1.0, -0.2], [0.0, -0.2, 0.5]])
@@ -296,3 +297,28 @@ def test_float32_close_to_float64(backend32: Any, kind: str, t: float) -> None:
     lp = backend32.to_numpy(got["log_prob"])
     a, b, _, _ = ab(SCHEDULES["linear"], t)
     np.testing.assert_allclose(lp, ref_log_prob(case, X, a, b), rtol=1e-5, atol=1e-4)
+
+
+def test_rank_deficient_full_covariance_is_singular_at_t1() -> None:
+    # Σ = v vᵀ has eigenvalues (0, 0, 6); eigh returns ~1e-17 for the zeros, which must still
+    # count as singular: p_1 has no density, so t = 1 is refused rather than returning -4e10.
+    v = np.array([1.0, 2.0, -1.0])
+    gm = GaussianMixture([1.0], [[0.0, 0.0, 0.0]], np.outer(v, v)[None])
+    lam = np.sort(gm.eigenvalues[0])
+    np.testing.assert_array_equal(lam[:2], [0.0, 0.0])
+    np.testing.assert_allclose(lam[2], 6.0, rtol=1e-12, atol=0.0)
+    mp = MarginalPath(gm, Linear())
+    with pytest.raises(ValueError, match=r"\bt\b"):
+        mp.log_prob(np.zeros((1, 3)), 1.0)
+    assert np.isfinite(mp.log_prob(np.zeros((1, 3)), 0.99)).all()
+
+
+def test_posterior_cov_trace_keeps_accuracy_near_t1_far_from_origin() -> None:
+    # Two components at ±100: near t = 1 the posterior is the component's own Gaussian
+    # conditioning, tr Cov(z|x) = d / (1/σ² + α²/β²), which is ~1e-12 while ||e_k||² ~ 1e4.
+    gm = GaussianMixture([0.5, 0.5], [[100.0, 0.0], [-100.0, 0.0]], [1.0, 1.0])
+    mp = MarginalPath(gm, Linear())
+    t = 0.999999
+    x = mp.sample(5, t, np.random.default_rng(0))
+    expected = 2.0 / (1.0 + t * t / (1.0 - t) ** 2)
+    np.testing.assert_allclose(mp.posterior_cov_trace(x, t), expected, rtol=1e-6, atol=0.0)
