@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, final
 
+import numpy as np
+
 from . import _dask, _gmm
 from ._xp import Array, chunks, device, memory_budget, points, times
 from .mixtures import GaussianMixture, _like, rng_from
@@ -83,7 +85,7 @@ class MarginalPath:
 
         ``quantities`` is a subset of :data:`QUANTITIES`; returns a dict name → array.
         """
-        want = tuple(quantities)
+        want = (quantities,) if isinstance(quantities, str) else tuple(quantities)
         bad = [q for q in want if q not in QUANTITIES]
         if bad or not want:
             raise ValueError(f"quantities must be a nonempty subset of {QUANTITIES}, got {bad}")
@@ -91,9 +93,12 @@ class MarginalPath:
             return _dask.evaluate(self, x, t, want)
         x, xp = points(x, self.dim)
         n, d = x.shape
-        # One shared t keeps the per-time coefficients at k·d instead of n·k·d.
-        shared = _is_scalar(t)
-        tt = times(t, 1 if shared else n, xp, x.dtype, device(x))
+        # One shared t keeps the per-time coefficients at k·d instead of n·k·d; a constant
+        # (n,) array, as ODE solvers pass, takes the same route.
+        tt = times(t, n, xp, x.dtype, device(x))
+        shared = n > 0 and (_is_scalar(t) or bool(xp.all(tt == tt[0])))
+        if shared:
+            tt = tt[:1]
         sv = self.schedule(tt)
         self._check_valid(sv, xp, want)
         p = self.data.params(xp, device(x), x.dtype)
@@ -184,6 +189,8 @@ class MarginalPath:
         eps = g.standard_normal(z.shape)
         if like is not None:
             z, eps = _like(z, like), _like(eps, like)
+            if isinstance(t, np.ndarray):
+                t = _like(t, like)
         return self.path.sample(z, t, eps)
 
 
