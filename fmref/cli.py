@@ -1,7 +1,9 @@
 """Command line: ``fmref demo | field | vectors | verify | bench``.
 
-Each subcommand lives in its own module, imported only when used, which exposes
-``add_arguments(parser)`` and ``run(args) -> int``. Only this layer prints.
+Each subcommand lives in its own module, which exposes ``add_arguments(parser)`` and
+``run(args) -> int``; the modules are imported to build the parser, and their heavy
+dependencies (matplotlib, tqdm, torch, dask, hypothesis) only when a subcommand runs. Only the
+CLI layer prints.
 """
 
 from __future__ import annotations
