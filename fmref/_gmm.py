@@ -74,10 +74,31 @@ class Terms:
         return (self.a * ad) * self.p.lam[None, ...] + bbd
 
 
-def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Terms:
+def rotation(p: Params, alpha: Array, beta: Array, xp: Namespace) -> Array | None:
+    """The (d + 1, k d) matrix that maps rows to residuals in one GEMM; None without rotations.
+
+    With one shared t it is [Q; −α μ̃] with columns scaled by v^{-1/2}, so [x, 1] @ it is the
+    whitened residual; with per-row t it is [Q; −μ̃], and [x, α] @ it is the residual. Built once
+    per call (it costs as much as a few rows), not once per chunk.
+    """
+    if p.qcat is None:
+        return None
+    k, d = p.lam.shape
+    mu_row = -xp.reshape(p.mu_rot, (1, k * d))
+    if alpha.shape[0] != 1:
+        return xp.concat([p.qcat, mu_row], axis=0)
+    v = (alpha[0] * alpha[0]) * p.lam + beta[0] * beta[0]
+    scale = xp.reshape(1 / xp.sqrt(v), (1, k * d))
+    return xp.concat([p.qcat * scale, (alpha[0] * mu_row) * scale], axis=0)
+
+
+def compute(
+    p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace, rhs: Array | None = None
+) -> Terms:
     """Rotate residuals, form v = α²λ + β², log p and responsibilities by log-sum-exp.
 
-    ``alpha`` and ``beta`` have shape (n,) or (1,) (one t shared by every row).
+    ``alpha`` and ``beta`` have shape (n,) or (1,) (one t shared by every row); ``rhs`` is
+    :func:`rotation` for the whole call (computed here when not given).
     """
     n, d = x.shape
     k = p.lam.shape[0]
@@ -87,18 +108,10 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
     inv_sqrt_v = 1 / xp.sqrt(v)
     shared = alpha.shape[0] == 1
     if p.qcat is not None:
-        # One GEMM gives the whitened residual: [x, α] @ [Q; −μ̃] subtracts α μ̃_k for per-row
-        # α, and with one shared t the columns are scaled by v^{-1/2} too, saving two passes.
-        ones = xp.ones((n, 1), dtype=x.dtype, device=device(x))
-        mu_row = -xp.reshape(p.mu_rot, (1, k * d))
-        if shared:
-            scale = xp.reshape(inv_sqrt_v, (1, k * d))
-            lhs = xp.concat([x, ones], axis=1)
-            rhs = xp.concat([p.qcat * scale, (alpha[0] * mu_row) * scale], axis=0)
-        else:
-            lhs = xp.concat([x, xp.reshape(alpha, (n, 1))], axis=1)
-            rhs = xp.concat([p.qcat, mu_row], axis=0)
-        y = xp.reshape(lhs @ rhs, (n, k, d))
+        if rhs is None:
+            rhs = rotation(p, alpha, beta, xp)
+        last = xp.ones((n, 1), dtype=x.dtype, device=device(x)) if shared else alpha[:, None]
+        y = xp.reshape(xp.concat([x, last], axis=1) @ rhs, (n, k, d))
         if not shared:
             y *= inv_sqrt_v
     else:
