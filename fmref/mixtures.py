@@ -279,12 +279,12 @@ def random_2d(
     means with torch's generator; this uses ``numpy.random.default_rng(seed)``, so the same seed
     gives other means.
     """
-    for name, v, kind in (("nmodes", nmodes, int), ("seed", seed, int)):
-        if isinstance(v, bool) or not isinstance(v, (kind, np.integer)):
-            raise TypeError(f"{name} must be an int, got {v!r}")
-    for name, v in (("std", std), ("scale", scale)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise TypeError(f"{name} must be a finite float, got {v!r}")
+    for name, iv in (("nmodes", nmodes), ("seed", seed)):
+        if isinstance(iv, bool) or not isinstance(iv, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {iv!r}")
+    for name, fv in (("std", std), ("scale", scale)):
+        if isinstance(fv, bool) or not isinstance(fv, (int, float)) or not math.isfinite(fv):
+            raise TypeError(f"{name} must be a finite float, got {fv!r}")
     if nmodes < 1 or std <= 0 or scale <= 0:
         raise ValueError(
             f"random_2d needs nmodes >= 1, std > 0 and scale > 0; got {nmodes}, {std}, {scale}"
