@@ -167,21 +167,30 @@ def memory_budget(budget: int | None = None) -> int:
     return value
 
 
-def chunks(n: int, bytes_per_row: int, budget: int | None = None) -> Iterator[slice]:
+def chunks(
+    n: int, bytes_per_row: int, budget: int | None = None, *, cpu: bool = True
+) -> Iterator[slice]:
     """Yield row slices whose temporaries (``bytes_per_row`` each) fit in the memory budget.
 
-    Within the budget, chunks aim at ``CACHE_TARGET`` bytes of temporaries (elementwise passes
-    then run from cache, several times faster for small d) but keep at least ``MIN_ROWS`` rows
-    so the rotations stay efficient GEMMs.
+    On a CPU (``cpu=True``), chunks also aim at ``CACHE_TARGET`` bytes of temporaries
+    (elementwise passes then run from cache, several times faster for small d) but keep at
+    least ``MIN_ROWS`` rows so the rotations stay efficient GEMMs. On an accelerator only the
+    budget bounds them: small chunks would leave it idle.
     """
     row = max(1, bytes_per_row)
     size = max(1, memory_budget(budget) // row)
-    size = min(size, max(MIN_ROWS, CACHE_TARGET // row))
+    if cpu:
+        size = min(size, max(MIN_ROWS, CACHE_TARGET // row))
     size = min(size, max(n, 1))
     if n == 0:  # one empty chunk, so callers get empty results of the right shape
         yield slice(0, 0)
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
+
+
+def on_cpu(x: Array) -> bool:
+    """Whether ``x`` lives in host memory (NumPy, array_api_strict, torch CPU, Dask blocks)."""
+    return "cpu" in str(device(x)).lower()
 
 
 def concat_rows(parts: list[Array], xp: Namespace) -> Array:

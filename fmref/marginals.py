@@ -14,7 +14,7 @@ from typing import Any, final
 import numpy as np
 
 from . import _dask, _gmm
-from ._xp import Array, chunks, device, memory_budget, points, times
+from ._xp import Array, chunks, device, memory_budget, on_cpu, points, times
 from .mixtures import GaussianMixture, _like, rng_from
 from .paths import GaussianPath
 from .schedules import Schedule, ScheduleValues
@@ -109,7 +109,7 @@ class MarginalPath:
         item = 4 if x.dtype == xp.float32 else 8
         out: dict[str, Array] = {}
         rhs = _gmm.rotation(p, sv.alpha, sv.beta, xp)
-        for sl in chunks(n, per_row * item, self._budget):
+        for sl in chunks(n, per_row * item, self._budget, cpu=on_cpu(x)):
             rows = slice(None) if shared else sl
             tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp, rhs)
             vals = _quantities(tm, sv, rows, want, xp)
