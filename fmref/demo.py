@@ -16,14 +16,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._checkpoint import atomic_write
-from .losses import cfm_floor, cfm_loss, fm_loss
+from ._demo_report import measure, report_lines
 from .marginals import MarginalPath
 from .mixtures import DATASETS
 from .mlp import MLP
@@ -97,10 +96,6 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def _finite_or_none(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
-
-
 def _check_options(o: dict[str, Any]) -> None:
     for name, low in (
         ("steps", 1),
@@ -160,77 +155,13 @@ def run_demo(
     model = MLP(mp.dim, (o["width"],) * o["depth"], rng=np.random.default_rng([seed, 10]))
     with _one_blas_thread():
         res = train(model, mp, config, callback=progress, checkpoint=out / "checkpoint.npz")
-        summary, gen_x, z = _measure(mp, model, res, o)
+        summary, gen_x, z = measure(mp, model, res, o)
         summary["wall_time_train_s"] = res.wall_time
         if plots:
             summary["figures"] = _figures(mp, model, res, o, out, gen_x, z)
     summary["wall_time_s"] = time.perf_counter() - start
     _write_json(out / "summary.json", summary)
     return summary
-
-
-def _measure(
-    mp: MarginalPath, model: MLP, res: Any, o: dict[str, Any]
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    from .samplers import sample
-
-    n, seed = o["eval_n"], o["seed"]
-    crn = lambda: np.random.default_rng([seed, 3])  # noqa: E731  (same draws for all three)
-    fm = fm_loss(model, mp, n=n, rng=crn())
-    cfm = cfm_loss(model, mp, n=n, rng=crn())
-    floor = cfm_floor(mp, n=n, rng=crn())
-    gap = cfm.samples - fm.samples - floor.samples
-    m = o["samples"]
-    ode = dict(method="rk4", steps=o["ode_steps"])
-    gen = sample(model, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
-    ref = sample(mp.vector_field, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
-    z = mp.data.sample(m, np.random.default_rng([seed, 5]))
-
-    def mean_se(a: Any) -> tuple[float, float]:
-        a = np.asarray(a, dtype=np.float64)
-        return float(a.mean()), float(a.std(ddof=1) / math.sqrt(a.size))
-
-    lp_gen, lp_gen_se = mean_se(mp.data.log_prob(gen.x))
-    lp_ref, lp_ref_se = mean_se(mp.data.log_prob(ref.x))
-    lp_data, lp_data_se = mean_se(mp.data.log_prob(z))
-    from .metrics import energy_distance
-
-    tail = res.losses[-max(1, res.losses.size // 100) :]
-    summary = {
-        "data": o["data"],
-        "schedule": repr(mp.schedule),
-        "objective": res.config.objective,
-        "model": model.to_config(),
-        "n_params": model.n_params,
-        "config": asdict(res.config),
-        "cfm_loss": cfm.value,
-        "cfm_loss_stderr": cfm.stderr,
-        # L* from the 10x larger sample drawn once for training (the same value the progress
-        # bar and the loss curve show); the common-random-number floor serves the identity.
-        "cfm_floor": _finite_or_none(res.floor.value),
-        "cfm_floor_stderr": _finite_or_none(res.floor.stderr),
-        "cfm_floor_n": res.floor.n,
-        "cfm_floor_warning": res.floor.warning,
-        "fm_loss": fm.value,
-        "fm_loss_stderr": fm.stderr,
-        "relative_fm_loss": fm.relative,
-        "relative_fm_loss_stderr": fm.relative_stderr,
-        "cfm_minus_fm_minus_floor": float(gap.mean()),
-        "cfm_minus_fm_minus_floor_stderr": float(gap.std(ddof=1) / math.sqrt(gap.size)),
-        "train_loss_last_1pct": float(tail.mean()),
-        "eval_n": n,
-        "log_p_data_generated": lp_gen,
-        "log_p_data_generated_stderr": lp_gen_se,
-        "log_p_data_exact_field_ode": lp_ref,
-        "log_p_data_exact_field_ode_stderr": lp_ref_se,
-        "log_p_data_data": lp_data,
-        "log_p_data_data_stderr": lp_data_se,
-        "energy_distance_generated": energy_distance(gen.x, z),
-        "energy_distance_exact_field_ode": energy_distance(ref.x, z),
-        "ode": {**ode, "samples": m, "nfe": gen.nfe},
-        "evaluations": [asdict(e) for e in res.evaluations],
-    }
-    return summary, np.asarray(gen.x), z
 
 
 def _figures(
@@ -291,13 +222,6 @@ def _progress_bar(steps: int, enabled: bool) -> tuple[Callable[[StepInfo], None]
     return update, bar
 
 
-def _fmt(v: float | None, se: float | None = None) -> str:
-    if v is None:
-        return f"{'inf':>12}"
-    s = f"{v:12.5f}"
-    return s + (f" ± {se:.5f}" if se is not None else "")
-
-
 def run(args: argparse.Namespace) -> int:
     opts = {k: getattr(args, k) for k in DEFAULTS}
     _check_options(opts)
@@ -307,41 +231,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    rel = s["relative_fm_loss"]
-    rows = [
-        ("final CFM loss (Monte Carlo)", _fmt(s["cfm_loss"], s["cfm_loss_stderr"])),
-        ("L* irreducible floor", _fmt(s["cfm_floor"], s["cfm_floor_stderr"])),
-        ("FM loss (exact u_t)", _fmt(s["fm_loss"], s["fm_loss_stderr"])),
-        (
-            "relative FM loss",
-            _fmt(rel, s["relative_fm_loss_stderr"])
-            + ("   (<= 0.10)" if rel <= 0.10 else "   (> 0.10!)"),
-        ),
-        (
-            "CFM − FM − L* (should be ~0)",
-            _fmt(s["cfm_minus_fm_minus_floor"], s["cfm_minus_fm_minus_floor_stderr"]),
-        ),
-        (
-            "mean log p_data, generated",
-            _fmt(s["log_p_data_generated"], s["log_p_data_generated_stderr"]),
-        ),
-        (
-            "mean log p_data, exact-field ODE",
-            _fmt(s["log_p_data_exact_field_ode"], s["log_p_data_exact_field_ode_stderr"]),
-        ),
-        ("mean log p_data, data itself", _fmt(s["log_p_data_data"], s["log_p_data_data_stderr"])),
-        ("energy distance to data: generated", _fmt(s["energy_distance_generated"])),
-        ("  ... exact-field ODE (reference)", _fmt(s["energy_distance_exact_field_ode"])),
-        ("wall time (s)", f"{s['wall_time_s']:12.1f}   (training {s['wall_time_train_s']:.1f})"),
-    ]
-    print(
-        f"fmref demo: {s['data']}, {s['schedule']}, objective {s['objective']}, "
-        f"MLP {s['model']['hidden']}, {s['config']['steps']} steps × {s['config']['batch']}"
-    )
-    for name, val in rows:
-        print(f"  {name:<34}{val}")
-    if s["cfm_floor_warning"]:
-        print(f"  note: {s['cfm_floor_warning']}")
-    files = ["summary.json", "checkpoint.npz", *s.get("figures", [])]
-    print(f"  wrote {', '.join(files)} to {args.out}")
+    for line in report_lines(s, args.out):
+        print(line)
     return 0
