@@ -23,9 +23,9 @@ from typing import Any, final
 import numpy as np
 
 from ._layers import ACTIVATIONS, Linear
+from ._mlp_state import check_config, checked_state, dtype_name, numpy_state, positive_int
 from ._xp import (
     Array,
-    Namespace,
     chunks,
     concat_rows,
     device,
@@ -33,7 +33,6 @@ from ._xp import (
     from_numpy,
     namespace,
     times,
-    to_numpy,
 )
 from .mixtures import rng_from
 
@@ -50,27 +49,6 @@ class Cache:
 
     inputs: list[Array]
     saved: list[Any]
-
-
-def _dtype_name(dtype: Any, xp: Namespace) -> str:
-    for name in ("float32", "float64"):
-        if isinstance(dtype, str) and dtype == name:
-            return name
-        if not isinstance(dtype, str) and dtype == getattr(xp, name):
-            return name
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = ""
-    if name not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return name
-
-
-def _positive_int(v: Any, name: str, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-    return int(v)
 
 
 @final
@@ -107,20 +85,20 @@ class MLP:
         rng: np.random.Generator | int,
         like: Array | None = None,
     ) -> None:
-        self.dim = _positive_int(dim, "dim", 1)
+        self.dim = positive_int(dim, "dim", 1)
         if isinstance(hidden, (int, str)) or not isinstance(hidden, Sequence) or not hidden:
             raise ValueError(f"hidden must be a non-empty sequence of widths, got {hidden!r}")
-        self.hidden = tuple(_positive_int(w, f"hidden[{i}]", 1) for i, w in enumerate(hidden))
+        self.hidden = tuple(positive_int(w, f"hidden[{i}]", 1) for i, w in enumerate(hidden))
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
         self._act = ACTIVATIONS[activation]
-        self.time_frequencies = _positive_int(time_frequencies, "time_frequencies", 0)
+        self.time_frequencies = positive_int(time_frequencies, "time_frequencies", 0)
         gen = rng_from(rng)
         xp = namespace(like)
         self._xp = xp
         self._dev = device(like) if like is not None else "cpu"
-        self.dtype_name = _dtype_name(dtype, xp)
+        self.dtype_name = dtype_name(dtype, xp)
         self.dtype = getattr(xp, self.dtype_name)
 
         widths = [self.dim + 1 + 2 * self.time_frequencies, *self.hidden, self.dim]
@@ -279,27 +257,11 @@ class MLP:
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         """Return a NumPy copy of every parameter, keyed by ``param_names``."""
-        return {
-            k: np.array(to_numpy(v), copy=True)
-            for k, v in zip(self.param_names, self.params, strict=True)
-        }
+        return numpy_state(self.param_names, self.params)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy parameters in place from ``state`` (all checked before any is written)."""
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a mapping of name -> array, got {type(state).__name__}")
-        missing = [k for k in self.param_names if k not in state]
-        extra = [k for k in state if k not in self.param_names]
-        if missing or extra:
-            raise ValueError(f"state keys do not match: missing {missing}, unexpected {extra}")
-        new = []
-        for name, p in zip(self.param_names, self.params, strict=True):
-            a = to_numpy(state[name])
-            if a.shape != tuple(p.shape):
-                raise ValueError(f"state[{name!r}] has shape {a.shape}, expected {tuple(p.shape)}")
-            if not np.issubdtype(a.dtype, np.floating) or not np.all(np.isfinite(a)):
-                raise ValueError(f"state[{name!r}] must be a finite floating array")
-            new.append(self._put(a))
+        new = [self._put(a) for a in checked_state(self.param_names, self.params, state)]
         for p, a in zip(self.params, new, strict=True):
             p[...] = a  # in place: optimisers hold references to these arrays
 
@@ -323,11 +285,7 @@ class MLP:
         like: Array | None = None,
     ) -> MLP:
         """Rebuild a model from :meth:`to_config`; load ``state`` if given, else draw from rng."""
-        keys = {"dim", "hidden", "activation", "time_frequencies", "dtype"}
-        if not isinstance(config, Mapping) or set(config) != keys:
-            raise ValueError(f"config must be a mapping with exactly the keys {sorted(keys)}")
-        if state is None and rng is None:
-            raise TypeError("rng is required when no state is given")
+        check_config(config, state, rng)
         # With a state every weight is overwritten, so the initial draw does not matter.
         model = cls(**config, rng=0 if rng is None else rng, like=like)
         if state is not None:
