@@ -20,7 +20,8 @@ from ..marginals import QUANTITIES, MarginalPath
 from ..mixtures import GaussianMixture, rng_from
 from ..paths import GaussianPath
 from ..schedules import Schedule
-from ._tolerance import Converter, back, compare, converter, default_tolerance, fmt
+from ._compare import check, check_n, check_q, user_inputs, valid_times
+from ._tolerance import Converter, back, converter, default_tolerance, fmt
 
 __all__ = [
     "assert_conditional_path_close",
@@ -30,85 +31,7 @@ __all__ = [
     "assert_vector_field_close",
 ]
 
-_DEFAULT_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
 _SCALAR = {"log_prob", "divergence", "dlog_prob_dt", "posterior_cov_trace"}
-
-
-def _check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    return int(n)
-
-
-def _check_q(q: Any) -> float:
-    if not (isinstance(q, (int, float)) and 0 < q <= 1):
-        raise ValueError(f"quantile must be a number in (0, 1], got {q!r}")
-    return float(q)
-
-
-def _valid_times(
-    times: Sequence[float] | None,
-    ok: Callable[[float], bool],
-    defaults: Sequence[float] = _DEFAULT_TIMES,
-) -> list[float]:
-    """User times are validated strictly; the defaults drop the times where ``ok`` is False."""
-    if times is None:
-        return [t for t in defaults if ok(t)]
-    ts = [float(t) for t in np.atleast_1d(np.asarray(times, dtype=np.float64))]
-    if not ts or any(not (0.0 <= t <= 1.0) for t in ts):
-        raise ValueError(f"times must be a nonempty sequence of floats in [0, 1], got {times!r}")
-    return ts
-
-
-def _inputs(conv: Converter, a: np.ndarray) -> tuple[Any, np.ndarray]:
-    """Convert to the user's library and return the float64 values the user actually sees."""
-    u = conv(a)
-    return u, back(u, "the converter", a.shape)
-
-
-def _fail(
-    name: str,
-    cmp: Any,
-    rtol: float,
-    atol: float,
-    quantile: float,
-    m: int,
-    ctx: str,
-    expected: np.ndarray,
-    actual: np.ndarray,
-    ratios_over: int,
-) -> None:
-    i, j = cmp.row, cmp.column
-    comp = "" if j is None else f" in component {j}"
-    rule = "max" if quantile == 1.0 else f"{quantile:g}-quantile over points"
-    raise AssertionError(
-        f"{name}: {ratios_over} of {m} points exceed the tolerance (rtol={rtol:g}, atol={atol:g},"
-        f" criterion: {rule} of the error ratio ≤ 1); worst point is row {i}:\n"
-        f"  {ctx}\n"
-        f"  expected = {fmt(expected[i])}\n"
-        f"  actual   = {fmt(actual[i])}\n"
-        f"  |actual − expected| / (atol + rtol·|expected|) = {cmp.ratio:.3g}{comp}"
-    )
-
-
-def _check(
-    name: str,
-    actual: np.ndarray,
-    expected: np.ndarray,
-    rtol: float,
-    atol: float,
-    quantile: float,
-    ctx: Callable[[int], str],
-) -> None:
-    a2 = actual.reshape(actual.shape[0], -1) if actual.ndim > 2 else actual
-    e2 = expected.reshape(expected.shape[0], -1) if expected.ndim > 2 else expected
-    cmp = compare(a2, e2, rtol, atol, quantile)
-    if cmp.quantile_ratio <= 1.0:
-        return
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.abs(a2 - e2) <= atol + rtol * np.abs(e2))
-    over = int(np.sum(bad if bad.ndim == 1 else bad.any(axis=1)))
-    _fail(name, cmp, rtol, atol, quantile, a2.shape[0], ctx(cmp.row), e2, a2, over)
 
 
 def assert_quantity_close(
@@ -141,7 +64,7 @@ def assert_quantity_close(
         raise ValueError(f"quantity must be one of {QUANTITIES}, got {quantity!r}")
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    n, quantile = _check_n(n), _check_q(quantile)
+    n, quantile = check_n(n), check_q(quantile)
     g = rng_from(rng)
     d = marginal.dim
 
@@ -152,18 +75,18 @@ def assert_quantity_close(
             return False
         return True
 
-    ts = _valid_times(times, ok)
+    ts = valid_times(times, ok)
     x = np.concatenate([marginal.sample(n, t, g) for t in ts], axis=0)
     t_all = np.repeat(np.asarray(ts), n)
     conv = converter(like, to_impl)
-    xu, xs = _inputs(conv, x)
-    tu, tsn = _inputs(conv, t_all)
+    xu, xs = user_inputs(conv, x)
+    tu, tsn = user_inputs(conv, t_all)
     tsn = np.clip(tsn, 0.0, 1.0)
     expected = np.asarray(marginal.evaluate(xs, tsn, (quantity,))[quantity], dtype=np.float64)
     out = fn(xu, tu)
     rt, at = default_tolerance(getattr(out, "dtype", np.float64), rtol, atol)
     actual = back(out, "fn", expected.shape)
-    _check(
+    check(
         _caller or f"assert_quantity_close[{quantity}]",
         actual,
         expected,
@@ -228,7 +151,7 @@ def assert_conditional_path_close(
         data = GaussianMixture.gaussian(np.zeros(2), 4.0)
     if not isinstance(data, GaussianMixture):
         raise TypeError(f"data must be a GaussianMixture or None, got {type(data).__name__}")
-    n = _check_n(n)
+    n = check_n(n)
     g = rng_from(rng)
     one = np.zeros((1, data.dim))
 
@@ -241,13 +164,13 @@ def assert_conditional_path_close(
             return False
         return True
 
-    ts = _valid_times(times, ok, (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
+    ts = valid_times(times, ok, (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
     m = n * len(ts)
     z = data.sample(m, g)
     eps = g.standard_normal(z.shape)
     t_all = np.repeat(np.asarray(ts), n)
     conv = converter(like, to_impl)
-    (zu, zs), (eu, es), (tu, tsn) = (_inputs(conv, a) for a in (z, eps, t_all))
+    (zu, zs), (eu, es), (tu, tsn) = (user_inputs(conv, a) for a in (z, eps, t_all))
     tsn = np.clip(tsn, 0.0, 1.0)
 
     def ctx(i: int) -> str:
@@ -262,7 +185,7 @@ def assert_conditional_path_close(
         out = f(zu, eu, tu)
         rt, at = default_tolerance(getattr(out, "dtype", np.float64), rtol, atol)
         expected = np.asarray(exact(), dtype=np.float64)
-        _check(
+        check(
             f"assert_conditional_path_close[{name}]",
             back(out, name, expected.shape),
             expected,
@@ -299,17 +222,17 @@ def assert_log_likelihood_close(
         )
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    quantile = _check_q(quantile)
+    quantile = check_q(quantile)
     if x is None:
-        x = data.sample(_check_n(n), rng_from(rng))
+        x = data.sample(check_n(n), rng_from(rng))
     x = np.asarray(back(x, "x", tuple(np.shape(x))), dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != data.dim:
         raise ValueError(f"x must have shape (n, {data.dim}), got {x.shape}")
-    xu, xs = _inputs(converter(like, to_impl), x)
+    xu, xs = user_inputs(converter(like, to_impl), x)
     expected = np.asarray(data.log_prob(xs), dtype=np.float64)
     out = fn(xu)
     rt, at = default_tolerance(getattr(out, "dtype", np.float64), rtol, atol, scale=100.0)
-    _check(
+    check(
         "assert_log_likelihood_close",
         back(out, "fn", expected.shape),
         expected,
