@@ -24,7 +24,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,143 +34,43 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._gpu_checks import (
+    TOL,
+    TOL_CONTINUITY,
+    Check,
+    check_continuity,
+    check_exact,
+    check_identities,
+    device_inputs,
+    dtype_name,
+    mixture,
+    rel_error,
+    run_checks,
+)
 from fmref._checkpoint import atomic_write
-from fmref._xp import from_numpy, to_numpy
-from fmref.continuity import residual
-from fmref.marginals import QUANTITIES, MarginalPath
-from fmref.mixtures import GaussianMixture
-from fmref.schedules import Cosine, Linear, Schedule
+from fmref._xp import from_numpy
+from fmref.marginals import MarginalPath
+from fmref.schedules import Linear
 
-#: Max error relative to the quantity's scale, max|err| / (max|ref| + 1), per dtype.
-TOL = {"float64": 1e-10, "float32": 5e-4}
-#: Continuity residual relative to |∂_t log p| + |div u| + |u·s| + 1.
-TOL_CONTINUITY = {"float64": 1e-10, "float32": 5e-4}
+__all__ = [
+    "BENCH_QUANTITIES",
+    "TOL",
+    "TOL_CONTINUITY",
+    "Check",
+    "bench",
+    "check_continuity",
+    "check_exact",
+    "check_identities",
+    "gemm_rate",
+    "main",
+    "mixture",
+    "run_checks",
+]
+
+#: The relative error max|got − ref| / (max|ref| + 1) under its earlier name.
+_rel = rel_error
+
 BENCH_QUANTITIES = ("vector_field", "score", "log_prob")
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    dtype: str
-    error: float
-    tol: float
-
-    @property
-    def ok(self) -> bool:
-        return bool(np.isfinite(self.error) and self.error <= self.tol)
-
-
-def mixture(kind: str, k: int, d: int, seed: int = 0) -> GaussianMixture:
-    """A fixed random mixture of the given covariance kind."""
-    g = np.random.default_rng(seed)
-    means = 1.5 * g.standard_normal((k, d))
-    if kind == "full":
-        a = g.standard_normal((k, d, d))
-        covs = a @ np.swapaxes(a, 1, 2) / d + 0.2 * np.eye(d)
-    elif kind == "diagonal":
-        covs = g.uniform(0.2, 1.5, (k, d))
-    elif kind == "isotropic":
-        covs = g.uniform(0.2, 1.5, k)
-    elif kind == "dirac":
-        covs = np.zeros(k)
-    else:
-        raise ValueError(f"kind must be full/diagonal/isotropic/dirac, got {kind!r}")
-    return GaussianMixture(g.dirichlet(np.ones(k)), means, covs)
-
-
-def _dtype_name(dtype: Any) -> str:
-    return "float32" if "32" in str(dtype) else "float64"
-
-
-def _inputs(xp: Any, device: Any, dtype: Any, n: int, d: int, seed: int) -> tuple[Any, ...]:
-    """Points and per-row times on the device, and the same values as float64 NumPy."""
-    g = np.random.default_rng(seed)
-    x = from_numpy(1.5 * g.standard_normal((n, d)), xp, device, dtype)
-    t = from_numpy(g.uniform(0.05, 0.95, n), xp, device, dtype)
-    return x, t, to_numpy(x).astype(np.float64), to_numpy(t).astype(np.float64)
-
-
-def _rel(got: Any, ref: np.ndarray) -> float:
-    g = to_numpy(got).astype(np.float64)
-    if g.shape != ref.shape:
-        return float("inf")
-    return float(np.max(np.abs(g - ref), initial=0.0) / (np.max(np.abs(ref), initial=0.0) + 1.0))
-
-
-def _placement(got: Any, like: Any) -> bool:
-    import array_api_compat as c
-
-    return bool(
-        c.array_namespace(got) is c.array_namespace(like)
-        and got.dtype == like.dtype
-        and str(c.device(got)) == str(c.device(like))
-    )
-
-
-def check_exact(xp: Any, device: Any, dtype: Any, *, n: int = 256) -> list[Check]:
-    """Every quantity on (xp, device, dtype) vs NumPy float64 on the same points."""
-    name = _dtype_name(dtype)
-    out = []
-    for kind, k, d in (("full", 16, 8), ("diagonal", 8, 5), ("isotropic", 6, 3), ("dirac", 12, 2)):
-        mp = MarginalPath(mixture(kind, k, d), Cosine())
-        x, t, x64, t64 = _inputs(xp, device, dtype, n, d, seed=k)
-        got = mp.evaluate(x, t, QUANTITIES)
-        ref = mp.evaluate(x64, t64, QUANTITIES)
-        placed = all(_placement(got[q], x) for q in QUANTITIES)
-        out.append(
-            Check(f"{kind}: results on device, dtype kept", name, 0.0 if placed else 1.0, 0.0)
-        )
-        for q in QUANTITIES:
-            out.append(Check(f"{kind}: {q} vs NumPy f64", name, _rel(got[q], ref[q]), TOL[name]))
-    return out
-
-
-def check_continuity(xp: Any, device: Any, dtype: Any, *, n: int = 256) -> list[Check]:
-    """∂_t log p + div u + u·∇log p = 0 at the exact field, relative to the terms' size."""
-    name = _dtype_name(dtype)
-    out = []
-    for kind, k, d in (("full", 16, 8), ("isotropic", 6, 3)):
-        mp = MarginalPath(mixture(kind, k, d), Linear())
-        x, t, _, _ = _inputs(xp, device, dtype, n, d, seed=3)
-        r = to_numpy(residual(mp, x, t)).astype(np.float64)
-        terms = mp.evaluate(x, t, ("dlog_prob_dt", "divergence", "vector_field", "score"))
-        tn = {q: to_numpy(v).astype(np.float64) for q, v in terms.items()}
-        scale = (
-            np.abs(tn["dlog_prob_dt"])
-            + np.abs(tn["divergence"])
-            + np.abs(np.sum(tn["vector_field"] * tn["score"], axis=1))
-            + 1.0
-        )
-        err = float(np.max(np.abs(r) / scale))
-        out.append(Check(f"{kind}: continuity residual", name, err, TOL_CONTINUITY[name]))
-    return out
-
-
-def check_identities(xp: Any, device: Any, dtype: Any, *, n: int = 256) -> list[Check]:
-    """u = (α̇/α)x + (α̇β²/α − ββ̇)s, ε̂ = (x − αx̂)/β and s = −ε̂/β, all on the device."""
-    name = _dtype_name(dtype)
-    sched: Schedule = Cosine()
-    mp = MarginalPath(mixture("full", 16, 8), sched)
-    x, t, _, _ = _inputs(xp, device, dtype, n, 8, seed=5)
-    r = mp.evaluate(x, t, ("vector_field", "score", "x_hat", "eps_hat"))
-    sv = sched(t)
-    a, b = sv.alpha[:, None], sv.beta[:, None]
-    ad, bbd = sv.alpha_dot[:, None], sv.beta_beta_dot[:, None]
-    u_id = (ad / a) * x + (ad * b * b / a - bbd) * r["score"]
-    ref = {q: to_numpy(v).astype(np.float64) for q, v in r.items()}
-    return [
-        Check("u = (α̇/α)x + (α̇β²/α − ββ̇)s", name, _rel(u_id, ref["vector_field"]), TOL[name]),
-        Check("ε̂ = (x − α x̂)/β", name, _rel((x - a * r["x_hat"]) / b, ref["eps_hat"]), TOL[name]),
-        Check("s = −ε̂/β", name, _rel(-r["eps_hat"] / b, ref["score"]), TOL[name]),
-    ]
-
-
-def run_checks(xp: Any, device: Any, dtypes: list[Any]) -> list[Check]:
-    out: list[Check] = []
-    for dt in dtypes:
-        for fn in (check_exact, check_continuity, check_identities):
-            out += fn(xp, device, dt)
-    return out
 
 
 def _best(fn: Callable[[], Any], sync: Callable[[], None], repeat: int) -> float:
@@ -216,13 +116,13 @@ def bench(
         for d in dims:
             mp = MarginalPath(mixture("full", k, d), Linear(), memory_budget=budget)
             for n in sizes:
-                x, _, _, _ = _inputs(xp, device, dt, n, d, seed=n % 97)
+                x, _, _, _ = device_inputs(xp, device, dt, n, d, seed=n % 97)
                 sec = _best(partial(mp.evaluate, x, 0.5, BENCH_QUANTITIES), sync, repeat)
                 flops = 6.0 * n * k * d * d  # one rotation in, two back (the GEMMs)
                 rows.append(
                     {
                         "bench": "gpu_marginal",
-                        "dtype": _dtype_name(dt),
+                        "dtype": dtype_name(dt),
                         "n": n,
                         "d": d,
                         "k": k,
