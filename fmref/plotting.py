@@ -91,9 +91,12 @@ def plot_conditional_path(
     for ax, t in zip(axes[0], times, strict=True):
         x = mp.path.sample(np.repeat(z, n, 0), float(t), g.standard_normal((n, 2)))
         ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.5, color="tab:orange")
-        ax.scatter(*z[0], marker="*", s=120, color="black", zorder=3)
+        ax.scatter(*z[0], marker="*", s=160, facecolors="none", edgecolors="black", zorder=3)
         _square(ax, lim, f"p_t(x|z), t = {t:g}")
-    fig.suptitle("Conditional path: x = α_t z + β_t ε for one z (black star)", fontsize=10)
+    fig.suptitle(
+        "Conditional path x = α_t z + β_t ε for one z (hollow star), reached by all at t = 1",
+        fontsize=10,
+    )
     return save_figure(fig, path)
 
 
