@@ -31,7 +31,6 @@ __all__ = [
     "assert_vector_field_close",
 ]
 
-_SCALAR = {"log_prob", "divergence", "dlog_prob_dt", "posterior_cov_trace"}
 
 
 def assert_quantity_close(
