@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 
-
 def assert_quantity_close(
     fn: Callable[[Any, Any], Any],
     marginal: MarginalPath,
