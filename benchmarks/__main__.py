@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fmref._cli_bench import add_arguments
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results"
 
@@ -214,27 +216,15 @@ def run_suite(
     return 0 if all(r["ok"] for r in results) else 1
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for results.json/results.md")
-    p.add_argument(
-        "--only",
-        nargs="+",
-        default=(),
-        metavar="NAME",
-        help="run only these modules (marginal, bench_train, or an importable module name)",
-    )
-    p.add_argument("--list", action="store_true", help="list the bench modules and exit")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    add_arguments(p)
+    add_arguments(p)  # the same options as ``fmref bench``
     args = p.parse_args(argv)
     if args.list:
         print("\n".join(discover()))
         return 0
-    return run_suite(quick=args.quick, out=args.out, only=args.only)
+    out = args.out if args.out is not None else DEFAULT_OUT
+    return run_suite(quick=args.quick, out=out, only=args.only)
 
 
 if __name__ == "__main__":

@@ -188,15 +188,32 @@ def posterior_mean_eps(tm: Terms) -> Array:
     return tm.rotate_back(tm.gw * tm.b)
 
 
-def posterior_cov_trace(tm: Terms, ez: Array) -> Array:
-    """tr Cov(z|x) = Σ_k γ_k (tr C_k + ||e_k − E[z|x]||²), C_k with eigenvalues λβ²/v.
+def posterior_cov_parts(tm: Terms, ez: Array) -> tuple[Array, Array]:
+    """(Σ_k γ_k Σ_i λ_{k,i}/v_{k,i}, Σ_k γ_k ||e_k − E[z|x]||²), each shape (n,).
 
-    The within-plus-between form keeps its accuracy where tr Cov(z|x) ≪ ||e_k||² (near t = 1,
-    far from the origin); expanding the square would cancel catastrophically there.
+    tr Cov(z|x) = β² · first + second: C_k has eigenvalues λβ²/v (within a component), and the
+    between-component part needs no expansion of a square, which would cancel catastrophically
+    where tr Cov(z|x) ≪ ||e_k||² (near t = 1, far from the origin). Keeping β² outside lets
+    the CFM floor multiply by (α̇β − β̇α)² instead of c_t² = (α̇ − β̇α/β)², finite as β → 0.
     """
     xp = tm.xp
     lam = tm.p.lam[None, ...]
     e_k = tm.p.means[None, ...] + tm.rotate_each((tm.a * lam) * tm.w)
     diff = e_k - ez[:, None, :]
-    per_k = xp.sum(lam * (tm.b * tm.b) / tm.v, axis=2) + xp.vecdot(diff, diff, axis=-1)
-    return xp.sum(tm.gamma * per_k, axis=1)
+    within = xp.sum(tm.gamma * xp.sum(lam / tm.v, axis=2), axis=1)
+    between = xp.sum(tm.gamma * xp.vecdot(diff, diff, axis=-1), axis=1)
+    return within, between
+
+
+def posterior_cov_trace(tm: Terms, ez: Array) -> Array:
+    """tr Cov(z|x) = Σ_k γ_k (tr C_k + ||e_k − E[z|x]||²)."""
+    within, between = posterior_cov_parts(tm, ez)
+    b = tm.xp.reshape(tm.b, (-1,))
+    return (b * b) * within + between
+
+
+def cfm_floor_integrand(tm: Terms, ez: Array, g: Array) -> Array:
+    """c_t² tr Cov(z|x) with c_t = g/β, g = α̇β − β̇α of shape (m,); needs β > 0."""
+    within, between = posterior_cov_parts(tm, ez)
+    c = g / tm.xp.reshape(tm.b, (-1,))
+    return (g * g) * within + (c * c) * between

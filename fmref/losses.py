@@ -15,7 +15,7 @@ from typing import Any, final
 
 import numpy as np
 
-from ._xp import Array, Namespace, chunks, concat_rows, device, from_numpy, namespace, to_numpy
+from ._xp import Array, Namespace, device, from_numpy, namespace, to_numpy
 from .marginals import MarginalPath
 from .mixtures import rng_from
 from .schedules import Polynomial
@@ -189,51 +189,6 @@ def _divergence_warning(marginal: MarginalPath, t_max: float) -> str | None:
     )
 
 
-def floor_terms(marginal: MarginalPath, x: Array, t: Array) -> Array:
-    """Per-point ℓ*(t, x) = c_t² tr Cov(z | X_t = x), shape (n,), computed stably.
-
-    tr Cov(z|x) = Σ_k γ_k tr C_k + Σ_k γ_k ||e_k − E[z|x]||² (within + between components, no
-    cancellation), e_k = μ_k + α Σ_k S_k⁻¹ r_k, and c_t² tr C_k = g_t² Σ_i λ_{k,i}/v_{k,i} with
-    v = α²λ + β² and g_t = α̇β − β̇α, finite where c_t = g_t/β_t alone would overflow.
-    ``x`` (n, d) and ``t`` (n,) with t < 1, of one namespace.
-    """
-    xp = namespace(x)
-    n, d = x.shape
-    sv = marginal.schedule(t)
-    if not bool(xp.all(sv.beta > 0)):
-        raise ValueError("t: the floor needs β_t > 0 (t < 1)")
-    g_all = sv.alpha_dot * sv.beta - sv.beta_dot * sv.alpha
-    # The mixture's own eigendecomposition, moved to x's namespace once and cached there.
-    p = marginal.data.params(xp, device(x), x.dtype)
-    mu, lam, q = p.means, p.lam, p.q
-    k = marginal.data.n_components
-    item = 4 if x.dtype == xp.float32 else 8
-    out = []
-    for sl in chunks(n, (20 * k * d + 2 * k * d * d) * item):
-        xs, a, b = x[sl, ...], sv.alpha[sl], sv.beta[sl]
-        a3, b3 = xp.reshape(a, (-1, 1, 1)), xp.reshape(b, (-1, 1, 1))
-        gamma = marginal.responsibilities(xs, t[sl])
-        r = xs[:, None, :] - a3 * mu[None, ...]
-        y = (
-            r
-            if q is None
-            else xp.squeeze(xp.matrix_transpose(q)[None, ...] @ r[..., None], axis=-1)
-        )
-        v = a3 * a3 * lam[None, ...] + b3 * b3
-        shift = a3 * lam[None, ...] * y / v
-        if q is not None:
-            shift = xp.squeeze(q[None, ...] @ shift[..., None], axis=-1)
-        e = mu[None, ...] + shift
-        ebar = xp.sum(gamma[:, :, None] * e, axis=1)
-        dev_ = e - ebar[:, None, :]
-        between = xp.sum(gamma * xp.sum(dev_ * dev_, axis=2), axis=1)
-        within = xp.sum(gamma * xp.sum(lam[None, ...] / v, axis=2), axis=1)
-        g = g_all[sl]
-        c = g / b
-        out.append(g * g * within + c * c * between)
-    return concat_rows(out, xp)
-
-
 def cfm_floor(
     marginal: MarginalPath,
     *,
@@ -253,7 +208,7 @@ def cfm_floor(
     _check(marginal, n, t_max, bins)
     t, z, eps, _ = _draw(marginal, int(n), rng, float(t_max), like)
     x = marginal.path.sample(z, t, eps)
-    ell = floor_terms(marginal, x, t)
+    ell = marginal.cfm_floor_integrand(x, t)
     est = _estimate(t, ell, float(t_max), bins)
     warning = _divergence_warning(marginal, t_max)
     if warning is None:
@@ -289,6 +244,6 @@ def floor_profile(
     for i, ti in enumerate(ts):
         tt = np.full(int(n), ti)
         x = marginal.sample(int(n), tt, g)
-        ell = np.asarray(floor_terms(marginal, x, tt), dtype=np.float64)
+        ell = np.asarray(marginal.cfm_floor_integrand(x, tt), dtype=np.float64)
         mean[i], se[i] = ell.mean(), ell.std(ddof=1) / math.sqrt(n)
     return mean, se

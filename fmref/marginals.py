@@ -34,6 +34,8 @@ QUANTITIES = (
     "eps_hat",
     "posterior_cov_trace",
 )
+#: Also accepted by :meth:`MarginalPath.evaluate`, valid for t < 1 only.
+QUANTITIES_BEFORE_ONE = ("cfm_floor_integrand",)
 
 
 @final
@@ -86,9 +88,10 @@ class MarginalPath:
         ``quantities`` is a subset of :data:`QUANTITIES`; returns a dict name → array.
         """
         want = (quantities,) if isinstance(quantities, str) else tuple(quantities)
-        bad = [q for q in want if q not in QUANTITIES]
+        known = QUANTITIES + QUANTITIES_BEFORE_ONE
+        bad = [q for q in want if q not in known]
         if bad or not want:
-            raise ValueError(f"quantities must be a nonempty subset of {QUANTITIES}, got {bad}")
+            raise ValueError(f"quantities must be a nonempty subset of {known}, got {bad}")
         if _dask.is_dask(x) or _dask.is_dask(t):
             return _dask.evaluate(self, x, t, want)
         x, xp = points(x, self.dim)
@@ -130,7 +133,15 @@ class MarginalPath:
                 f"t: p_data has singular covariances ({self.data.kind} data), so p_t is not a "
                 "density where β_t = 0 (t = 1); use t < 1"
             )
-        needs_dot = {"vector_field", "divergence", "jacobian", "dlog_prob_dt"}
+        if set(QUANTITIES_BEFORE_ONE) & set(want) and not bool(xp.all(sv.beta > 0)):
+            raise ValueError(f"t: {', '.join(QUANTITIES_BEFORE_ONE)} needs β_t > 0 (t < 1)")
+        needs_dot = {
+            "vector_field",
+            "divergence",
+            "jacobian",
+            "dlog_prob_dt",
+            *QUANTITIES_BEFORE_ONE,
+        }
         if needs_dot & set(want):
             ok = xp.all(xp.isfinite(sv.alpha_dot)) & xp.all(xp.isfinite(sv.beta_beta_dot))
             if not bool(ok):
@@ -176,6 +187,15 @@ class MarginalPath:
         """E[ε | X_t = x], the noise prediction ε̂, shape (n, d)."""
         return self._one(x, t, "eps_hat")
 
+    def cfm_floor_integrand(self, x: Any, t: Any) -> Array:
+        """ℓ*(t, x) = c_t² tr Cov(z | X_t = x), c_t = α̇_t − β̇_t α_t/β_t, shape (n,); t < 1.
+
+        Its mean over t ~ U[0, 1) and x ~ p_t is the irreducible CFM loss L* (DESIGN.md §5).
+        Computed as (α̇β − β̇α)² Σ_k γ_k tr(C_k)/β² + c_t² Σ_k γ_k ||e_k − E[z|x]||², finite
+        wherever β_t > 0 even when c_t is large.
+        """
+        return self._one(x, t, "cfm_floor_integrand")
+
     def posterior_cov_trace(self, x: Any, t: Any) -> Array:
         """tr Cov(z | X_t = x), shape (n,)."""
         return self._one(x, t, "posterior_cov_trace")
@@ -202,6 +222,7 @@ class _Quantities:
         self.tm = tm
         self.ad = xp.reshape(sv.alpha_dot[rows], (-1, 1, 1))
         self.bbd = xp.reshape(sv.beta_beta_dot[rows], (-1, 1, 1))
+        self.sv, self.rows = sv, rows
         self.cache: dict[str, Array] = {}
 
     def get(self, name: str) -> Array:
@@ -230,6 +251,11 @@ _FORMULAS: dict[str, Callable[[_Quantities], Array]] = {
     "x_hat": lambda q: _gmm.posterior_mean_z(q.tm),
     "eps_hat": lambda q: _gmm.posterior_mean_eps(q.tm),
     "posterior_cov_trace": lambda q: _gmm.posterior_cov_trace(q.tm, q.get("x_hat")),
+    "cfm_floor_integrand": lambda q: _gmm.cfm_floor_integrand(
+        q.tm,
+        q.get("x_hat"),
+        q.sv.alpha_dot[q.rows] * q.sv.beta[q.rows] - q.sv.beta_dot[q.rows] * q.sv.alpha[q.rows],
+    ),
 }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from fmref.losses import LossEstimate, cfm_floor, cfm_loss, floor_profile, floor_terms, fm_loss
+from fmref.losses import LossEstimate, cfm_floor, cfm_loss, floor_profile, fm_loss
 from fmref.marginals import MarginalPath
 from fmref.mixtures import GaussianMixture, eight_gaussians
 from fmref.mlp import MLP
@@ -110,8 +110,8 @@ def test_floor_matches_textbook_gaussian(schedule: object) -> None:
     assert abs(est.value - exact) < 4 * est.stderr
 
 
-def test_floor_terms_match_core_posterior_trace() -> None:
-    """c_t² · MarginalPath.posterior_cov_trace (another formula: total minus squared mean)."""
+def test_floor_integrand_matches_core_posterior_trace() -> None:
+    """cfm_floor_integrand (g² · within + (g/β)² · between) equals c_t² · posterior_cov_trace."""
     for data in (eight_gaussians(), mixed_full()):
         for schedule in (Linear(), Cosine(), SqrtBeta()):
             mp = MarginalPath(data, schedule)
@@ -121,7 +121,7 @@ def test_floor_terms_match_core_posterior_trace() -> None:
             s = schedule(t)
             c = s.alpha_dot - s.beta_dot * s.alpha / s.beta
             ref = c * c * np.asarray(mp.posterior_cov_trace(x, t))
-            np.testing.assert_allclose(floor_terms(mp, x, t), ref, rtol=1e-8, atol=1e-10)
+            np.testing.assert_allclose(mp.cfm_floor_integrand(x, t), ref, rtol=1e-8, atol=1e-10)
 
 
 def test_floor_at_t0_is_data_covariance_trace() -> None:
