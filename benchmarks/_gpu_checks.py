@@ -16,7 +16,7 @@ import numpy as np
 from fmref._xp import from_numpy, to_numpy
 from fmref.continuity import residual
 from fmref.marginals import QUANTITIES, MarginalPath
-from fmref.mixtures import GaussianMixture
+from fmref.mixtures import GaussianMixture, random_mixture
 from fmref.schedules import Cosine, Linear, Schedule
 
 #: Max error relative to the quantity's scale, max|err| / (max|ref| + 1), per dtype.
@@ -39,20 +39,7 @@ class Check:
 
 def mixture(kind: str, k: int, d: int, seed: int = 0) -> GaussianMixture:
     """A fixed random mixture of the given covariance kind."""
-    g = np.random.default_rng(seed)
-    means = 1.5 * g.standard_normal((k, d))
-    if kind == "full":
-        a = g.standard_normal((k, d, d))
-        covs = a @ np.swapaxes(a, 1, 2) / d + 0.2 * np.eye(d)
-    elif kind == "diagonal":
-        covs = g.uniform(0.2, 1.5, (k, d))
-    elif kind == "isotropic":
-        covs = g.uniform(0.2, 1.5, k)
-    elif kind == "dirac":
-        covs = np.zeros(k)
-    else:
-        raise ValueError(f"kind must be full/diagonal/isotropic/dirac, got {kind!r}")
-    return GaussianMixture(g.dirichlet(np.ones(k)), means, covs)
+    return random_mixture(k, d, kind, rng=seed, dirichlet_weights=True)
 
 
 def dtype_name(dtype: Any) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fmref import GaussianMixture, Linear, MarginalPath
+from fmref.mixtures import random_mixture
 
 QUANTITIES = ("vector_field", "score", "log_prob")
 T = 0.5
@@ -52,14 +53,7 @@ def gemm_rate(size: int = 2048) -> float:
 
 
 def mixture(k: int, d: int, kind: str, seed: int = 0) -> GaussianMixture:
-    rng = np.random.default_rng(seed)
-    means = 3 * rng.standard_normal((k, d))
-    if kind == "full":
-        a = rng.standard_normal((k, d, d)) / np.sqrt(d)
-        covs = a @ np.swapaxes(a, 1, 2) + 0.5 * np.eye(d)
-    else:
-        covs = rng.uniform(0.5, 2.0, k)
-    return GaussianMixture(np.full(k, 1 / k), means, covs)
+    return random_mixture(k, d, kind, rng=seed, mean_scale=3.0, var_range=(0.5, 2.0))
 
 
 def torch_route(data: GaussianMixture, x: np.ndarray, t: np.ndarray) -> Callable[[], Any] | None:

@@ -23,7 +23,7 @@ from . import (
 from .likelihood import LikelihoodResult, log_likelihood
 from .losses import LossEstimate, cfm_floor, cfm_loss, fm_loss
 from .marginals import QUANTITIES, MarginalPath
-from .mixtures import GaussianMixture, eight_gaussians, random_2d
+from .mixtures import GaussianMixture, eight_gaussians, random_2d, random_mixture
 from .mlp import MLP
 from .optim import Adam, cosine_schedule
 from .paths import GaussianPath
@@ -70,6 +70,7 @@ __all__ = [
     "losses",
     "metrics",
     "random_2d",
+    "random_mixture",
     "samplers",
     "schedules",
     "sde",

@@ -11,7 +11,7 @@ import numpy as np
 from . import _gmm
 from ._xp import Array, device, from_numpy, is_numpy, namespace, points, to_numpy
 
-__all__ = ["GaussianMixture", "eight_gaussians", "random_2d", "rng_from"]
+__all__ = ["GaussianMixture", "eight_gaussians", "random_2d", "random_mixture", "rng_from"]
 
 CovKind = Literal["isotropic", "diagonal", "full", "dirac"]
 
@@ -292,6 +292,50 @@ def random_2d(
     g = np.random.default_rng(seed)
     means = (g.random((nmodes, 2)) - 0.5) * scale
     return GaussianMixture(np.full(nmodes, 1 / nmodes), means, np.full(nmodes, std**2))
+
+
+def random_mixture(
+    k: int,
+    d: int,
+    covariance: str = "full",
+    *,
+    rng: Any = 0,
+    mean_scale: float = 1.5,
+    var_range: tuple[float, float] = (0.2, 1.5),
+    ridge: float | None = None,
+    dirichlet_weights: bool = False,
+) -> GaussianMixture:
+    """A random k-component mixture in d dimensions of the requested covariance kind.
+
+    Drawn in this order from ``rng``: means = mean_scale · N(0, I); then covariances: full
+    Σ_k = A_k A_kᵀ/d + ridge·I (A_k standard normal, ``ridge`` defaulting to var_range[0]),
+    diagonal or isotropic variances uniform on ``var_range``, all zeros for "dirac"; then the
+    weights, Dirichlet(1, …, 1) if ``dirichlet_weights`` else equal. For tests and benchmarks
+    that want a fixed, well-conditioned mixture without hypothesis.
+    """
+    for name, iv in (("k", k), ("d", d)):
+        if isinstance(iv, bool) or not isinstance(iv, (int, np.integer)) or iv < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {iv!r}")
+    lo, hi = var_range
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise ValueError(f"var_range must satisfy 0 < low <= high < inf, got {var_range!r}")
+    g = rng_from(rng)
+    means = mean_scale * g.standard_normal((k, d))
+    if covariance == "full":
+        a = g.standard_normal((k, d, d))
+        covs = a @ np.swapaxes(a, 1, 2) / d + (lo if ridge is None else ridge) * np.eye(d)
+    elif covariance == "diagonal":
+        covs = g.uniform(lo, hi, (k, d))
+    elif covariance == "isotropic":
+        covs = g.uniform(lo, hi, k)
+    elif covariance == "dirac":
+        covs = np.zeros(k)
+    else:
+        raise ValueError(
+            f"covariance must be 'full', 'diagonal', 'isotropic' or 'dirac', got {covariance!r}"
+        )
+    weights = g.dirichlet(np.ones(k)) if dirichlet_weights else np.full(k, 1 / k)
+    return GaussianMixture(weights, means, covs)
 
 
 #: Named data sets for the CLI, each built with its documented defaults.

@@ -17,7 +17,7 @@ from conftest import Backend, make_backend
 
 from fmref import continuity, conversions
 from fmref.marginals import QUANTITIES, MarginalPath
-from fmref.mixtures import GaussianMixture
+from fmref.mixtures import GaussianMixture, random_mixture
 from fmref.paths import GaussianPath
 from fmref.schedules import Cosine, Linear
 
@@ -27,16 +27,7 @@ TOL64 = {"rtol": 1e-11, "atol": 1e-11}
 
 
 def _mixture(kind: str, k: int = 4, d: int = 3) -> GaussianMixture:
-    g = np.random.default_rng(7)
-    means = 1.5 * g.standard_normal((k, d))
-    if kind == "full":
-        a = g.standard_normal((k, d, d))
-        covs = a @ np.swapaxes(a, 1, 2) / d + 0.3 * np.eye(d)
-    elif kind == "diagonal":
-        covs = g.uniform(0.2, 1.5, (k, d))
-    else:
-        covs = g.uniform(0.2, 1.5, k)
-    return GaussianMixture(g.dirichlet(np.ones(k)), means, covs)
+    return random_mixture(k, d, kind, rng=7, ridge=0.3, dirichlet_weights=True)
 
 
 def _same_backend(a: Any, be: Backend, what: str) -> None:

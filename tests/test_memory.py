@@ -21,7 +21,7 @@ import pytest
 
 import fmref.marginals as marginals
 from fmref.marginals import MarginalPath
-from fmref.mixtures import GaussianMixture
+from fmref.mixtures import GaussianMixture, random_mixture
 from fmref.schedules import Cosine, Linear
 
 SLACK = 256 * 2**10
@@ -32,18 +32,7 @@ QUANTITIES = ("vector_field", "score", "log_prob", "jacobian", "divergence")
 
 
 def _mixture(kind: str, k: int, d: int, seed: int = 0) -> GaussianMixture:
-    g = np.random.default_rng(seed)
-    means = 2 * g.standard_normal((k, d))
-    if kind == "full":
-        a = g.standard_normal((k, d, d))
-        covs = a @ np.swapaxes(a, 1, 2) / d + 0.1 * np.eye(d)
-    elif kind == "diagonal":
-        covs = g.uniform(0.1, 1.5, (k, d))
-    elif kind == "isotropic":
-        covs = g.uniform(0.1, 1.5, k)
-    else:
-        covs = np.zeros(k)
-    return GaussianMixture(np.full(k, 1 / k), means, covs)
+    return random_mixture(k, d, kind, rng=seed, mean_scale=2.0, var_range=(0.1, 1.5))
 
 
 def _peak(fn, *args):  # type: ignore[no-untyped-def]
@@ -66,7 +55,7 @@ def chunk_spy(monkeypatch: pytest.MonkeyPatch) -> list[slice]:
     real = marginals.chunks
 
     def spy(*args: object, **kwargs: object) -> Iterator[slice]:
-        for sl in real(*args, **kwargs):  # type: ignore[arg-type]
+        for sl in real(*args, **kwargs):
             seen.append(sl)
             yield sl
 

@@ -10,7 +10,7 @@ import pytest
 from _strategies import fd_grad, make_case, ref_log_prob, ref_responsibilities
 from scipy.stats import multivariate_normal
 
-from fmref.mixtures import GaussianMixture, eight_gaussians, random_2d
+from fmref.mixtures import GaussianMixture, eight_gaussians, random_2d, random_mixture
 
 KINDS = ("isotropic", "diagonal", "full")
 SHAPES = [(1, 1), (1, 4), (3, 2), (5, 6)]  # (k, d)
@@ -179,3 +179,31 @@ def test_float32_close_to_float64(backend32: Any, kind: str) -> None:
     np.testing.assert_allclose(
         backend32.to_numpy(sc), want_sc, rtol=1e-4, atol=1e-4 * np.abs(want_sc).max()
     )
+
+
+@pytest.mark.parametrize("kind", ["full", "diagonal", "isotropic", "dirac"])
+def test_random_mixture_kinds_are_reproducible_and_well_conditioned(kind: str) -> None:
+
+    a = random_mixture(5, 3, kind, rng=11, var_range=(0.2, 1.5))
+    b = random_mixture(5, 3, kind, rng=np.random.default_rng(11), var_range=(0.2, 1.5))
+    np.testing.assert_array_equal(a.full_covs(), b.full_covs())
+    np.testing.assert_array_equal(a.means, b.means)
+    assert a.kind == kind
+    lam = a.eigenvalues
+    if kind == "dirac":
+        np.testing.assert_array_equal(lam, np.zeros((5, 3)))
+    elif kind == "full":
+        assert lam.min() >= 0.2 - 1e-12  # A Aᵀ/d is PSD, plus the ridge
+    else:
+        assert lam.min() >= 0.2 and lam.max() <= 1.5
+    np.testing.assert_allclose(a.weights, np.full(5, 0.2), rtol=0, atol=1e-15)
+
+
+def test_random_mixture_bad_arguments() -> None:
+
+    with pytest.raises(ValueError, match="covariance"):
+        random_mixture(2, 2, "dense")
+    with pytest.raises(ValueError, match=r"\bk\b"):
+        random_mixture(0, 2)
+    with pytest.raises(ValueError, match="var_range"):
+        random_mixture(2, 2, var_range=(0.0, 1.0))
