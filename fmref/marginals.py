@@ -98,10 +98,10 @@ class MarginalPath:
         n, d = x.shape
         # One shared t keeps the per-time coefficients at k·d instead of n·k·d; a constant
         # (n,) array, as ODE solvers pass, takes the same route.
-        tt = times(t, n, xp, x.dtype, device(x))
-        shared = n > 0 and (_is_scalar(t) or bool(xp.all(tt == tt[0])))
-        if shared:
-            tt = tt[:1]
+        shared = _is_scalar(t)
+        tt = times(t, 1 if shared else n, xp, x.dtype, device(x))
+        if not shared and n > 1 and bool(xp.all(tt == tt[0])):
+            tt, shared = tt[:1], True
         sv = self.schedule(tt)
         self._check_valid(sv, xp, want)
         p = self.data.params(xp, device(x), x.dtype)
