@@ -182,7 +182,7 @@ def test_dlog_prob_dt_vs_finite_differences(
 @given(case=cases(), name=schedule_names(), t=times(0.05, 1.0), seed=st.integers(0, 2**16))
 @with_endpoints(0.05, 1.0)
 def test_score_velocity_identity(backend: Any, case: Case, name: str, t: float, seed: int) -> None:
-    """For α > 0: u = (α̇/α) x + (α̇β²/α − ββ̇) s (DESIGN.md §4), including t = 1."""
+    """For α > 0: u = (α̇/α) x + (α̇β²/α − ββ̇) s (docs/theory.md §6), including t = 1."""
     mp = MarginalPath(case.gm, SCHEDULES[name])
     a, b, ad, bbd = ab(SCHEDULES[name], t)
     x = _points(case, a, b, 5, seed)
