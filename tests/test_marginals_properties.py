@@ -11,12 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from _strategies import (
-    PROPERTY,
-    SCHEDULES,
-    Case,
+import pytest
+from _cases import PROPERTY, SCHEDULES, Case, cases, schedule_names, times, with_endpoints
+from _reference import (
     ab,
-    cases,
     fd_dt,
     fd_grad,
     fd_jac,
@@ -24,15 +22,15 @@ from _strategies import (
     posterior_is,
     ref_log_prob,
     ref_responsibilities,
-    schedule_names,
-    times,
-    with_endpoints,
 )
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fmref import conversions
 from fmref.marginals import MarginalPath
+
+# Every property here runs hypothesis over each backend against brute-force references.
+pytestmark = pytest.mark.slow
 
 #: Monte-Carlo agreement bound, in standard errors (per coordinate, per point).
 N_SE = 5.0

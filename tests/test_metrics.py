@@ -103,6 +103,7 @@ def test_coverage_of_exact_and_mode_dropping_samples():
     assert np.all(np.abs(c.z) < 4), c
 
 
+@pytest.mark.slow
 def test_sliced_wasserstein_of_a_shift():
     """Y = X + δ: every 1-D distance is |θ·δ|, so SW_2² = E(θ·δ)² = |δ|²/d."""
     delta = np.array([3.0, -1.0])

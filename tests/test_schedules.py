@@ -9,7 +9,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 import pytest
-from _strategies import fd_dt
+from _reference import fd_dt
 
 from fmref.schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
 

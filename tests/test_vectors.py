@@ -74,6 +74,7 @@ def test_manifest_records_versions_hashes_and_parameters(suite_dir: Path) -> Non
         assert 0.0 in c["times"]
 
 
+@pytest.mark.slow
 def test_expected_values_match_an_independent_density_and_identities(suite_dir: Path) -> None:
     suite = load_suite(suite_dir)
     for case in suite.cases:
