@@ -1,4 +1,4 @@
-"""Command line: ``fmref demo | field | vectors | verify``.
+"""Command line of fmref: demo, field, vectors, verify (one module of this package each).
 
 Each subcommand is one thin module of this package exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; the modules are imported to build the parser, and their heavy
