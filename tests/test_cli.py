@@ -20,6 +20,7 @@ def test_subcommands_are_the_documented_four() -> None:
         assert callable(mod.add_arguments) and callable(mod.run)
 
 
+@pytest.mark.slow
 def test_building_the_parser_imports_no_heavy_library() -> None:
     # A fresh interpreter: this process has imported them already.
     heavy = ["matplotlib", "tqdm", "hypothesis", "torch", "dask", "scipy.stats"]

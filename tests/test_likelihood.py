@@ -36,6 +36,7 @@ def test_exact_field_reproduces_log_p_data(data, schedule):
     assert res.stderr is None and res.method == "dop853" and res.nfe > 0
 
 
+@pytest.mark.slow
 def test_vp_needs_exact_log_p0():
     data = _mixture()
     mp = MarginalPath(data, VP())

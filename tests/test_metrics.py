@@ -62,6 +62,7 @@ def test_energy_distance_null_level_and_known_values():
     )
 
 
+@pytest.mark.slow
 def test_energy_distance_of_shifted_normals():
     """1-D N(0,1) vs N(δ,1): 2E|N(δ, 2)| − 2E|N(0, 2)| with E|N(μ, s²)| = s√(2/π)e^{−μ²/2s²}
     + μ(1 − 2Φ(−μ/s))."""

@@ -105,6 +105,7 @@ def test_empirical_convergence_order(method, schedule, order, steps):
     assert ORDERS[method] <= order  # the nominal order never exceeds what is observed
 
 
+@pytest.mark.slow
 def test_adaptive_converges_to_exact_flow():
     mp = MarginalPath(GaussianMixture.gaussian(MEAN, COV), Cosine())
     x0 = np.random.default_rng(2).standard_normal((32, 2))

@@ -45,6 +45,7 @@ def test_exact_score_preserves_marginals(schedule, sigma):
         assert abs(cmp.z) < 4, (t, cmp)
 
 
+@pytest.mark.slow
 def test_missing_score_correction_is_detected():
     """Without the σ²/2 ∇log p_t drift the same noise spreads the samples: the check fails."""
     mp = MarginalPath(eight_gaussians(), Linear())

@@ -88,6 +88,7 @@ def test_points_are_exact_samples_of_p_t(mp: MarginalPath, data) -> None:
     assert abs(x.var() - var) < 6 * var * np.sqrt(2 / n)
 
 
+@pytest.mark.slow
 def test_import_fmref_testing_does_not_need_hypothesis() -> None:
     code = (
         "import sys; sys.modules['hypothesis'] = None\n"
