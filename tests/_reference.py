@@ -27,8 +27,8 @@ def ab(schedule: Schedule, t: float) -> tuple[float, float, float, float]:
 
 
 # -- brute-force densities -----------------------------------------------------------------
-def ref_log_prob(case: Case, x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    """log Σ_k π_k N(x; α μ_k, α² Σ_k + β² I) by scipy, component by component."""
+def _weighted_component_logs(case: Case, x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """log π_k + log N(x; α μ_k, α² Σ_k + β² I) by scipy, component by component: (n, k)."""
     d = case.d
     comp = np.stack(
         [
@@ -40,21 +40,17 @@ def ref_log_prob(case: Case, x: np.ndarray, alpha: float, beta: float) -> np.nda
         ],
         axis=-1,
     )
-    return np.asarray(logsumexp(comp.reshape(x.shape[0], case.k), axis=1))
+    return comp.reshape(x.shape[0], case.k)
+
+
+def ref_log_prob(case: Case, x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """log Σ_k π_k N(x; α μ_k, α² Σ_k + β² I)."""
+    return np.asarray(logsumexp(_weighted_component_logs(case, x, alpha, beta), axis=1))
 
 
 def ref_responsibilities(case: Case, x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    d = case.d
-    comp = np.stack(
-        [
-            np.log(case.weights[j])
-            + multivariate_normal(
-                alpha * case.means[j], alpha**2 * case.covs[j] + beta**2 * np.eye(d)
-            ).logpdf(x)
-            for j in range(case.k)
-        ],
-        axis=-1,
-    ).reshape(x.shape[0], case.k)
+    """γ_k(x) = π_k N_k(x) / Σ_j π_j N_j(x), shape (n, k)."""
+    comp = _weighted_component_logs(case, x, alpha, beta)
     return np.exp(comp - logsumexp(comp, axis=1, keepdims=True))
 
 
