@@ -1,8 +1,10 @@
-"""Run the benchmark suite: ``python -m benchmarks [--quick] [--out DIR] [--only NAME ...]``.
+"""Run the benchmark suite: ``python -m benchmarks [--quick] [--out DIR | --write-results]``.
 
-Every ``benchmarks/bench_*.py`` module that exists exposes ``run(quick: bool) -> list[dict]``.
-The runner calls each one, keeps going if one fails (the failure is recorded and the exit
-code is 1), and writes two files atomically into ``--out``:
+Run from the root of a source checkout (the suite is not installed with fmref). Every
+``benchmarks/bench_*.py`` module that exists exposes ``run(quick: bool) -> list[dict]``. The
+runner calls each one, keeps going if one fails (the failure is recorded and the exit code is
+1), and writes two files atomically into ``--out`` (default ``benchmarks/out/``, ignored by
+git); only ``--write-results`` replaces the tracked figures in ``benchmarks/results/``:
 
 - ``results.json``: the environment (versions, threads, CPU), and every module's rows;
 - ``results.md``: one Markdown table per benchmark (rows grouped by their ``bench`` field),
@@ -28,10 +30,41 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fmref._cli_bench import add_arguments
-
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "results"
+#: Where a run writes unless told otherwise: ignored by git, so a run never edits tracked files.
+DEFAULT_OUT = HERE / "out"
+#: The tracked figures the README quotes; written only with ``--write-results``.
+TRACKED_OUT = HERE / "results"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The runner's options (the suite has its own parser: fmref's CLI does not know it)."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run the benchmark suite of a source checkout (not installed with fmref).",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"folder for results.json/results.md (default {DEFAULT_OUT.relative_to(HERE.parent)})",
+    )
+    where.add_argument(
+        "--write-results",
+        action="store_true",
+        help=f"update the tracked figures in {TRACKED_OUT.relative_to(HERE.parent)}",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=(),
+        metavar="NAME",
+        help="run only these bench modules (e.g. marginal train)",
+    )
+    p.add_argument("--list", action="store_true", help="list the bench modules and exit")
+    return p
 
 
 def discover() -> list[str]:
@@ -217,13 +250,11 @@ def run_suite(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    add_arguments(p)  # the same options as ``fmref bench``
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.list:
         print("\n".join(discover()))
         return 0
-    out = args.out if args.out is not None else DEFAULT_OUT
+    out = TRACKED_OUT if args.write_results else (args.out or DEFAULT_OUT)
     return run_suite(quick=args.quick, out=out, only=args.only)
 
 

@@ -2,8 +2,8 @@
 
 Each Σ_k = Q_k diag(λ_k) Q_kᵀ is factored once. For every t the covariance S_k = α² Σ_k + β² I
 has the same eigenvectors with eigenvalues v = α² λ + β², so with y = Q_kᵀ (x − α μ_k) and
-w = y / v (that is, Q_kᵀ S_k⁻¹ r_k) every quantity of DESIGN.md §4 is elementwise in w. The two
-rotations are GEMMs against the concatenated eigenvectors (d × kd); isotropic and diagonal
+w = y / v (that is, Q_kᵀ S_k⁻¹ r_k) every quantity of docs/theory.md §3–8 is elementwise in w. The
+two rotations are GEMMs against the concatenated eigenvectors (d × kd); isotropic and diagonal
 mixtures skip them (Q_k = I).
 
 Per-time coefficients (v, and c = αα̇λ + ββ̇, the eigenvalues of ½Ṡ_k) have a leading axis of

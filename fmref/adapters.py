@@ -1,7 +1,7 @@
 """Adapters between fmref's conventions and those of other flow-matching and diffusion code.
 
 fmref: t = 0 noise, t = 1 data; x_t = α_t z + β_t ε with z ~ p_data, ε ~ N(0, I); the CFM
-target is α̇_t z + β̇_t ε; u_t is the marginal velocity (DESIGN.md §1–4).
+target is α̇_t z + β̇_t ε; u_t is the marginal velocity (docs/theory.md §1–6).
 
 **Time reversal** (score-SDE, DDPM, diffusers: data at τ = 0, noise at τ = 1). With
 τ = 1 − t the same path reads x_τ = α_{1−τ} z + β_{1−τ} ε and its velocity flips sign:

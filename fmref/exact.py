@@ -1,4 +1,4 @@
-"""Closed-form flow of the marginal ODE for single-Gaussian data N(μ, Σ) (DESIGN.md §5).
+"""Closed-form flow of the marginal ODE for single-Gaussian data N(μ, Σ) (docs/theory.md §11).
 
 p_t = N(α_t μ, S_t) with S_t = α_t² Σ + β_t² I, and the marginal field is affine,
 u_t(x) = α̇_t μ + ½ Ṡ_t S_t⁻¹ (x − α_t μ). Because every S_t shares Σ's eigenvectors Q, the

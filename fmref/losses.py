@@ -1,6 +1,6 @@
 """Flow-matching losses with exact yardsticks: L_CFM, L_FM and the irreducible floor L*.
 
-DESIGN.md §5: for every field u^θ, E[L_CFM(θ)] = L_FM(θ) + L* with
+docs/theory.md §10: for every field u^θ, E[L_CFM(θ)] = L_FM(θ) + L* with
 L* = E_t E_{x~p_t}[c_t² tr Cov(z|x)], c_t = α̇_t − β̇_t α_t/β_t. The three estimators below
 draw (t, z, ε) in the same order (t ~ U[0, t_max), z ~ p_data, ε ~ N(0, I), x = α_t z + β_t ε),
 so equal seeds give common random numbers and their per-sample values can be subtracted.

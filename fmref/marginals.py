@@ -1,7 +1,7 @@
 """The exact marginal path p_t = Σ_k π_k N(α_t μ_k, α_t² Σ_k + β_t² I) and everything it implies.
 
 For Gaussian-mixture p_data and the Gaussian conditional path every object of flow matching is
-closed form (DESIGN.md §4): density, score, marginal vector field u_t, its Jacobian and
+closed form (docs/theory.md §3–8): density, score, marginal vector field u_t, its Jacobian and
 divergence, ∂_t log p_t, and the posterior over z. All are evaluated in each component's
 eigenbasis, chunked over points so temporaries stay within the memory budget.
 """
@@ -190,7 +190,7 @@ class MarginalPath:
     def cfm_floor_integrand(self, x: Any, t: Any) -> Array:
         """ℓ*(t, x) = c_t² tr Cov(z | X_t = x), c_t = α̇_t − β̇_t α_t/β_t, shape (n,); t < 1.
 
-        Its mean over t ~ U[0, 1) and x ~ p_t is the irreducible CFM loss L* (DESIGN.md §5).
+        Its mean over t ~ U[0, 1) and x ~ p_t is the irreducible CFM loss L* (docs/theory.md §10).
         Computed as (α̇β − β̇α)² Σ_k γ_k tr(C_k)/β² + c_t² Σ_k γ_k ||e_k − E[z|x]||², finite
         wherever β_t > 0 even when c_t is large.
         """

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import PROPERTY, SCHEDULES, Case, cases, schedule_names, times, with_endpoints
+from _cases import PROPERTY, SCHEDULES, Case, cases, schedule_names, times, with_endpoints
 from hypothesis import given
 
 from fmref import conversions
@@ -236,6 +236,7 @@ def test_constructors_and_options() -> None:
 
 
 # -- never a silent NaN ----------------------------------------------------------------------
+@pytest.mark.slow
 @PROPERTY
 @given(case=cases(max_k=4, max_d=4), name=schedule_names(), t=times())
 @with_endpoints(0.0, 1.0, seed=False)

@@ -1,14 +1,18 @@
-"""The benchmark runner (``python -m benchmarks`` / ``fmref bench``) on stub modules only.
+"""The benchmark runner (``python -m benchmarks``) on stub modules only, and fmref standing alone.
 
 No benchmark is timed here: stub modules return fixed rows, and the checks are on the files
-the runner writes (valid JSON without NaN, Markdown tables, atomic replacement).
+the runner writes (valid JSON without NaN, Markdown tables, atomic replacement) and on where
+it writes them (never the tracked figures unless asked).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import os
+import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +20,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from fmref import _cli_bench, cli
+import fmref
+from fmref import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,34 +124,87 @@ def test_discover_lists_bench_modules(runner: ModuleType) -> None:
     assert "memory" in names
 
 
-def test_fmref_bench_cli(
-    runner: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def _captured_out(runner: ModuleType, monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Path:
+    seen: list[Path] = []
+
+    def fake_run_suite(quick: bool, out: object, only: object) -> int:
+        seen.append(Path(str(out)))
+        return 0
+
+    monkeypatch.setattr(runner, "run_suite", fake_run_suite)
+    assert runner.main(argv) == 0
+    (out,) = seen
+    return out
+
+
+def test_default_output_is_not_the_tracked_results(
+    runner: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / "cli"
-    rc = cli.main(["bench", "--quick", "--only", "fmref_stub_ok", "--out", str(out)])
-    assert rc == 0
-    assert _strict_json((out / "results.json").read_text())
-    assert cli.main(["bench", "--list"]) == 0
-    assert "memory" in capsys.readouterr().out.split()
+    out = _captured_out(runner, monkeypatch, ["--quick"])
+    assert out == runner.DEFAULT_OUT
+    assert out.resolve() != (ROOT / "benchmarks" / "results").resolve()
+    assert (
+        _captured_out(runner, monkeypatch, ["--write-results"]) == ROOT / "benchmarks" / "results"
+    )
+    assert _captured_out(runner, monkeypatch, ["--out", "x"]) == Path("x")
 
 
-def test_fmref_bench_outside_a_checkout(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_out_and_write_results_exclude_each_other(
+    runner: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(_cli_bench, "find_benchmarks", lambda start=None: None)
-    assert cli.main(["bench", "--quick"]) == 1
-    err = capsys.readouterr().err
-    assert "source repository" in err and "checkout" in err
+    with pytest.raises(SystemExit) as exc:
+        runner.main(["--out", "x", "--write-results"])
+    assert exc.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
 
 
-def test_find_benchmarks_in_cwd(tmp_path: Path) -> None:
-    (tmp_path / "benchmarks").mkdir()
-    # Without a runner in cwd, the folder beside the (editable) package is the fallback.
-    beside = Path(_cli_bench.__file__).resolve().parent.parent / "benchmarks"
-    expected = beside if (beside / "__main__.py").is_file() else None
-    assert _cli_bench.find_benchmarks(tmp_path) == expected
-    (tmp_path / "benchmarks" / "__main__.py").write_text("")
-    assert _cli_bench.find_benchmarks(tmp_path) == tmp_path / "benchmarks"
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout"
+)
+def test_default_output_folder_is_ignored_by_git(runner: ModuleType) -> None:
+    probe = runner.DEFAULT_OUT / "results.json"
+    done = subprocess.run(
+        ["git", "check-ignore", "-q", str(probe)], cwd=ROOT, capture_output=True, check=False
+    )
+    assert done.returncode == 0, f"{probe} is not ignored by git"
+
+
+def test_fmref_has_no_bench_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--quick"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'bench'" in capsys.readouterr().err
+
+
+def _imported_names(tree: ast.AST) -> list[str]:
+    """Absolute imports, and the literal argument of every ``import_module(...)`` call."""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in {"import_module", "__import__"}:
+                names.append(str(node.args[0].value))
+    return names
+
+
+def test_fmref_never_imports_benchmarks_or_tests() -> None:
+    # The package must work installed, where neither folder exists.
+    package = Path(fmref.__file__).resolve().parent
+    offenders = [
+        f"{path.relative_to(package)}: {name}"
+        for path in sorted(package.rglob("*.py"))
+        for name in _imported_names(ast.parse(path.read_text(encoding="utf-8")))
+        if name.split(".")[0] in {"benchmarks", "tests"}
+    ]
+    assert offenders == []
+    # The scan can fail: it finds the runner's own import of fmref's package.
+    runner_tree = ast.parse((ROOT / "benchmarks" / "__main__.py").read_text(encoding="utf-8"))
+    assert any(n.startswith("fmref") for n in _imported_names(runner_tree))
 
 
 def test_clean_json_values(runner: ModuleType) -> None:

@@ -6,17 +6,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import (
+from _cases import (
     PROPERTY,
     SCHEDULES,
     Case,
-    ab,
     cases,
     make_case,
     schedule_names,
     times,
     with_endpoints,
 )
+from _reference import ab
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import SCHEDULES
+from _cases import SCHEDULES
 
 from fmref import conversions as cv
 from fmref.paths import GaussianPath

@@ -45,6 +45,7 @@ def client():  # type: ignore[no-untyped-def]
         yield c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", [Linear(), Cosine()], ids=["linear", "cosine"])
 def test_cluster_equals_numpy_per_row_times(client, schedule) -> None:  # type: ignore[no-untyped-def]
     g = np.random.default_rng(1)
@@ -65,6 +66,7 @@ def test_cluster_equals_numpy_per_row_times(client, schedule) -> None:  # type: 
         np.testing.assert_allclose(got[q], ref[q], err_msg=q, **TOL)
 
 
+@pytest.mark.slow
 def test_cluster_scalar_time_and_methods(client) -> None:  # type: ignore[no-untyped-def]
     g = np.random.default_rng(2)
     data = GaussianMixture.empirical(g.standard_normal((40, 2)))  # memorizing field

@@ -42,6 +42,7 @@ def _summary(out: Path) -> dict[str, Any]:
     return json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_demo_no_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "o"
     assert main(["demo", *TINY_ARGS, "--out", str(out), "--no-plots"]) == 0
@@ -65,6 +66,7 @@ def test_demo_no_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert ck["step"] == 40 and ck["losses"].shape == (40,)
 
 
+@pytest.mark.slow
 def test_demo_with_plots(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib not installed (the plot extra)")
     s = run_demo(
@@ -114,6 +116,7 @@ def test_run_demo_rejects_unknown_options(tmp_path: Path) -> None:
         run_demo(tmp_path, stepz=3)
 
 
+@pytest.mark.slow
 def test_python_m_fmref_demo(tmp_path: Path) -> None:
     out = tmp_path / "m"
     cmd = [

@@ -160,6 +160,7 @@ def one_thread() -> Any:
     torch.set_num_threads(old)
 
 
+@pytest.mark.slow
 def test_ode_likelihood_matches_exact_log_p_data(one_thread) -> None:
     # CondOT: p_0 = N(0, I) exactly, so log p_1 = log p_0(X_0) − ∫ div u is exact up to the solver.
     exact = _torch_field("linear", {})

@@ -32,6 +32,7 @@ def _example() -> Any:
     return mod
 
 
+@pytest.mark.slow
 def test_independent_torch_implementation_passes_the_whole_suite(tmp_path: Path) -> None:
     write_suite(tmp_path / "suite", seed=0, per_time=2)
     report = verify_suite(tmp_path / "suite", _example().impl)
@@ -83,6 +84,7 @@ def one_thread() -> Any:
     torch.set_num_threads(old)
 
 
+@pytest.mark.slow
 def test_a_briefly_trained_torch_field_is_close_and_an_untrained_one_is_not(one_thread) -> None:
     # The user's side: CFM training (Algorithm 3) of a small torch MLP for 600 Adam steps.
     data = fmref.GaussianMixture([0.5, 0.5], [[-2.0, 0.0], [2.0, 1.0]], [0.3, 0.5])

@@ -36,6 +36,7 @@ def test_exact_field_reproduces_log_p_data(data, schedule):
     assert res.stderr is None and res.method == "dop853" and res.nfe > 0
 
 
+@pytest.mark.slow
 def test_vp_needs_exact_log_p0():
     data = _mixture()
     mp = MarginalPath(data, VP())
@@ -67,6 +68,7 @@ def test_single_gaussian_closed_forms(schedule):
     np.testing.assert_allclose(res.delta, 0.5 * np.log(np.linalg.det(COV)), rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_fused_and_plain_callables_agree_and_fixed_step_converges():
     mp = MarginalPath(_mixture(), Cosine())
     x1 = mp.data.sample(60, 3)
@@ -95,6 +97,7 @@ class _JvpOnly:
         return np.einsum("nij,nj->ni", self.mp.jacobian(x, t), v)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["jacobian", "jvp", "fd"])
 @pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
 def test_hutchinson_is_unbiased(source, probe):
@@ -121,6 +124,7 @@ def test_hutchinson_is_unbiased(source, probe):
     assert est.nfe == stages * per_call
 
 
+@pytest.mark.slow
 def test_rademacher_is_exact_for_isotropic_jacobian():
     """Single isotropic Gaussian data: ∇u = c_t I, so vᵀ∇u v = c_t d for every ±1 probe."""
     mp = MarginalPath(GaussianMixture.gaussian(MEAN, 0.5), Cosine())
@@ -135,6 +139,7 @@ def test_rademacher_is_exact_for_isotropic_jacobian():
     assert one.stderr is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["rk4", "dop853"])
 def test_backends_agree(backend, method):
     mp = MarginalPath(_mixture(), Linear())

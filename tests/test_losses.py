@@ -199,6 +199,7 @@ def _trained(mp: MarginalPath) -> MLP:
     return net
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["random", "trained"])
 def test_cfm_equals_fm_plus_floor(which: str) -> None:
     """The lecture's key claim: E L_CFM(θ) = L_FM(θ) + L*, for any θ."""

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import SCHEDULES, ab, make_case, ref_log_prob
+from _cases import SCHEDULES, make_case
+from _reference import ab, ref_log_prob
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from _strategies import (
-    PROPERTY,
-    SCHEDULES,
-    Case,
+import pytest
+from _cases import PROPERTY, SCHEDULES, Case, cases, schedule_names, times, with_endpoints
+from _reference import (
     ab,
-    cases,
     fd_dt,
     fd_grad,
     fd_jac,
@@ -24,15 +22,15 @@ from _strategies import (
     posterior_is,
     ref_log_prob,
     ref_responsibilities,
-    schedule_names,
-    times,
-    with_endpoints,
 )
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fmref import conversions
 from fmref.marginals import MarginalPath
+
+# Every property here runs hypothesis over each backend against brute-force references.
+pytestmark = pytest.mark.slow
 
 #: Monte-Carlo agreement bound, in standard errors (per coordinate, per point).
 N_SE = 5.0
@@ -182,7 +180,7 @@ def test_dlog_prob_dt_vs_finite_differences(
 @given(case=cases(), name=schedule_names(), t=times(0.05, 1.0), seed=st.integers(0, 2**16))
 @with_endpoints(0.05, 1.0)
 def test_score_velocity_identity(backend: Any, case: Case, name: str, t: float, seed: int) -> None:
-    """For α > 0: u = (α̇/α) x + (α̇β²/α − ββ̇) s (DESIGN.md §4), including t = 1."""
+    """For α > 0: u = (α̇/α) x + (α̇β²/α − ββ̇) s (docs/theory.md §6), including t = 1."""
     mp = MarginalPath(case.gm, SCHEDULES[name])
     a, b, ad, bbd = ab(SCHEDULES[name], t)
     x = _points(case, a, b, 5, seed)

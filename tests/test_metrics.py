@@ -62,6 +62,7 @@ def test_energy_distance_null_level_and_known_values():
     )
 
 
+@pytest.mark.slow
 def test_energy_distance_of_shifted_normals():
     """1-D N(0,1) vs N(δ,1): 2E|N(δ, 2)| − 2E|N(0, 2)| with E|N(μ, s²)| = s√(2/π)e^{−μ²/2s²}
     + μ(1 − 2Φ(−μ/s))."""
@@ -103,6 +104,7 @@ def test_coverage_of_exact_and_mode_dropping_samples():
     assert np.all(np.abs(c.z) < 4), c
 
 
+@pytest.mark.slow
 def test_sliced_wasserstein_of_a_shift():
     """Y = X + δ: every 1-D distance is |θ·δ|, so SW_2² = E(θ·δ)² = |δ|²/d."""
     delta = np.array([3.0, -1.0])

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import fd_grad, make_case, ref_log_prob, ref_responsibilities
+from _cases import make_case
+from _reference import fd_grad, ref_log_prob, ref_responsibilities
 from scipy.stats import multivariate_normal
 
 from fmref.mixtures import GaussianMixture, eight_gaussians, random_2d, random_mixture

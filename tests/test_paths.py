@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import SCHEDULES, fd_dt, fd_grad
+from _cases import SCHEDULES
+from _reference import fd_dt, fd_grad
 from scipy.stats import multivariate_normal
 
 from fmref.paths import GaussianPath

@@ -94,6 +94,7 @@ ORDER_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "schedule", "order", "steps"), ORDER_CASES, ids=str)
 def test_empirical_convergence_order(method, schedule, order, steps):
     """Slope of log(max global error over the grid) vs log h, against gaussian_flow."""
@@ -104,6 +105,7 @@ def test_empirical_convergence_order(method, schedule, order, steps):
     assert ORDERS[method] <= order  # the nominal order never exceeds what is observed
 
 
+@pytest.mark.slow
 def test_adaptive_converges_to_exact_flow():
     mp = MarginalPath(GaussianMixture.gaussian(MEAN, COV), Cosine())
     x0 = np.random.default_rng(2).standard_normal((32, 2))
@@ -115,6 +117,7 @@ def test_adaptive_converges_to_exact_flow():
         assert np.all(np.diff(res.times) > 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", [Linear(), Cosine()], ids=repr)
 def test_adaptive_agrees_with_fine_rk4_on_mixture(schedule):
     mp = MarginalPath(_mixture(), schedule)
@@ -128,6 +131,7 @@ def test_adaptive_agrees_with_fine_rk4_on_mixture(schedule):
     assert np.abs(loose.x - fine.x).max() > 1e-5
 
 
+@pytest.mark.slow
 def test_backward_integration_inverts_forward():
     mp = MarginalPath(_mixture(), Cosine())
     x0 = np.random.default_rng(4).standard_normal((100, 2))
@@ -151,6 +155,7 @@ def test_nonuniform_grid_against_exact_flow():
     np.testing.assert_allclose(res.x, exact, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["rk4", "dop853"])
 def test_backends_agree(backend, method):
     mp = MarginalPath(_mixture(), Linear())
@@ -171,6 +176,7 @@ def test_backends_agree(backend, method):
         assert got.nfe == want.nfe == 80
 
 
+@pytest.mark.slow
 def test_float32_runs_in_float32(backend32):
     mp = MarginalPath(_mixture(), Linear())
     x0 = np.random.default_rng(7).standard_normal((30, 2))
@@ -180,6 +186,7 @@ def test_float32_runs_in_float32(backend32):
     np.testing.assert_allclose(backend32.to_numpy(got.x), want.x, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_sample_starts_from_p_init_or_exact_p_t0():
     mp = MarginalPath(GaussianMixture.gaussian(MEAN, COV), VP())
     # VP: α_0 ≠ 0, so start from exact p_0 samples; X_1 must have the data's moments.
@@ -199,6 +206,7 @@ def test_sample_starts_from_p_init_or_exact_p_t0():
         sample(lambda x, t: x, 10, 0)
 
 
+@pytest.mark.slow
 def test_particles_follow_the_continuity_equation():
     """Push p_0 samples through the exact field; at several t they are distributed as p_t.
 

@@ -9,11 +9,11 @@ from typing import Any
 import array_api_compat
 import numpy as np
 import pytest
-from _strategies import fd_dt
+from _reference import fd_dt
 
 from fmref.schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
 
-# The defining (α_t, β_t) of each schedule, written from the table in DESIGN.md §2 and
+# The defining (α_t, β_t) of each schedule, written from the table in docs/theory.md §1 and
 # flow_matching's VPScheduler; derivatives are never written here, only differenced.
 _B, _b = 20.0, 0.1
 

@@ -28,6 +28,7 @@ SIGMAS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("schedule", "sigma"), SIGMAS, ids=["lin-0.5", "lin-2", "lin-decay", "cos-1"]
 )
@@ -44,6 +45,7 @@ def test_exact_score_preserves_marginals(schedule, sigma):
         assert abs(cmp.z) < 4, (t, cmp)
 
 
+@pytest.mark.slow
 def test_missing_score_correction_is_detected():
     """Without the σ²/2 ∇log p_t drift the same noise spreads the samples: the check fails."""
     mp = MarginalPath(eight_gaussians(), Linear())
@@ -105,6 +107,7 @@ def test_zero_sigma_is_euler_and_skips_the_score():
     np.testing.assert_allclose(sde.x, ode.x, rtol=1e-14, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_backends_agree(backend):
     mp = MarginalPath(eight_gaussians(), Linear())
     x0 = np.random.default_rng(4).standard_normal((25, 2))

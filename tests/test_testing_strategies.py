@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from hypothesis import find, given
 from hypothesis import strategies as st
 
@@ -87,6 +88,7 @@ def test_points_are_exact_samples_of_p_t(mp: MarginalPath, data) -> None:
     assert abs(x.var() - var) < 6 * var * np.sqrt(2 / n)
 
 
+@pytest.mark.slow
 def test_import_fmref_testing_does_not_need_hypothesis() -> None:
     code = (
         "import sys; sys.modules['hypothesis'] = None\n"
@@ -96,3 +98,34 @@ def test_import_fmref_testing_does_not_need_hypothesis() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "lazy"
+
+
+@given(name=fst.schedule_names(include_singular=False, exclude=("cosine",)))
+def test_schedule_names_respect_their_filters(name: str) -> None:
+    assert name in fst.NAMED_SCHEDULES and name != "cosine"
+    assert not fst.NAMED_SCHEDULES[name].singular_at_one
+
+
+def test_schedule_names_reach_every_family_and_refuse_bad_filters() -> None:
+    for name in fst.NAMED_SCHEDULES:
+        assert find(fst.schedule_names(), lambda n, name=name: n == name) == name
+    with pytest.raises(ValueError, match="exclude"):
+        fst.schedule_names(exclude=("nope",))
+    with pytest.raises(ValueError, match="no schedule"):
+        fst.schedule_names(exclude=tuple(fst.NAMED_SCHEDULES))
+
+
+def test_named_schedules_are_the_families_they_are_named_for() -> None:
+    # Checked against the schedules' defining α_t at t = 1/2, not against fmref's table.
+    t = np.array([0.5])
+    expected = {
+        "linear": 0.5,
+        "cosine": np.sin(np.pi / 4),
+        "poly2": 0.25,
+        "poly3": 0.125,
+        "sqrt_beta": 0.5,
+    }
+    for name, alpha in expected.items():
+        got = fst.NAMED_SCHEDULES[name](t).alpha[0]
+        np.testing.assert_allclose(got, alpha, rtol=1e-12, atol=0, err_msg=name)
+    assert set(fst.NAMED_SCHEDULES) == set(expected) | {"linear_vp", "vp"}

@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+# The module fixture runs the whole tour of docs/theory.md once (seconds).
+pytestmark = pytest.mark.slow
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "theory_tour.py"
 
 

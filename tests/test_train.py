@@ -93,6 +93,7 @@ def test_marginal_objective_targets_the_exact_field() -> None:
         np.testing.assert_allclose(target, u, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["linear", "marginal"])
 def test_training_reduces_fm_loss(objective: str) -> None:
     mp = linear_mp()
@@ -106,6 +107,7 @@ def test_training_reduces_fm_loss(objective: str) -> None:
     assert res.floor.finite and res.floor.value > 0 and res.wall_time > 0
 
 
+@pytest.mark.slow
 def test_both_losses_lead_to_the_same_field() -> None:
     mp = linear_mp()
     kw: dict[str, Any] = dict(steps=600, batch=128, lr=3e-3, eval_n=2000, floor_n=512)
@@ -311,6 +313,7 @@ def test_backends_train_alike(backend: Any) -> None:
     np.testing.assert_allclose(got.final.fm_loss, ref.final.fm_loss, rtol=1e-8, atol=0)
 
 
+@pytest.mark.slow
 def test_float32_model_trains(backend32: Any) -> None:
     like = backend32.asarray(np.zeros(1))
     cfg = TrainConfig(steps=200, objective="linear", **SMALL)

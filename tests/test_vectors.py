@@ -74,6 +74,7 @@ def test_manifest_records_versions_hashes_and_parameters(suite_dir: Path) -> Non
         assert 0.0 in c["times"]
 
 
+@pytest.mark.slow
 def test_expected_values_match_an_independent_density_and_identities(suite_dir: Path) -> None:
     suite = load_suite(suite_dir)
     for case in suite.cases:
@@ -141,6 +142,7 @@ def test_verify_uses_the_tolerance_of_the_returned_dtype(suite_dir: Path) -> Non
     assert not verify_suite(suite_dir, f32, quantities=["score"], rtol=1e-9, atol=1e-11).passed
 
 
+@pytest.mark.slow
 def test_verify_reports_errors_and_nothing_implemented(suite_dir: Path) -> None:
     def boom(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
         raise RuntimeError("kaput")
@@ -218,6 +220,7 @@ def test_load_never_unpickles_even_with_a_matching_hash(tmp_path: Path, suite_di
         load_suite(root)
 
 
+@pytest.mark.slow
 def test_write_is_atomic_and_refuses_to_clobber(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,6 +270,7 @@ SCALE = 1.0
 """
 
 
+@pytest.mark.slow
 def test_cli_vectors_and_verify(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

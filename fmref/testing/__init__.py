@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._tolerance import TOLERANCES, default_tolerance
+from ._compare import TOLERANCES, default_tolerance
 from .asserts import (
     assert_conditional_path_close,
     assert_log_likelihood_close,

@@ -8,7 +8,7 @@ from typing import Any, Literal, final
 
 import numpy as np
 
-from ._tolerance import TOLERANCES, back, compare, dtype_name
+from ._compare import TOLERANCES, back, compare, dtype_name
 
 Impl = Callable[[str, dict[str, Any], dict[str, np.ndarray]], Any]
 Status = Literal["pass", "fail", "skip", "error"]

@@ -20,8 +20,18 @@ from ..marginals import QUANTITIES, MarginalPath
 from ..mixtures import GaussianMixture, rng_from
 from ..paths import GaussianPath
 from ..schedules import Schedule
-from ._compare import check, check_n, check_q, user_inputs, valid_times
-from ._tolerance import Converter, back, converter, default_tolerance, fmt
+from ._compare import (
+    Converter,
+    back,
+    check,
+    check_n,
+    check_q,
+    converter,
+    default_tolerance,
+    fmt,
+    user_inputs,
+    valid_times,
+)
 
 __all__ = [
     "assert_conditional_path_close",

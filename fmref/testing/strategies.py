@@ -1,7 +1,8 @@
 """Hypothesis strategies for users' property tests: mixtures, schedules, times, points of p_t.
 
 Keyword-only and composable: every argument may be a value or a strategy. Importing this
-module needs hypothesis; ``import fmref.testing`` does not.
+module needs hypothesis; ``import fmref.testing`` does not. fmref's own property tests draw
+from these strategies too.
 
 Example::
 
@@ -25,7 +26,15 @@ from ..marginals import MarginalPath
 from ..mixtures import CovKind, GaussianMixture
 from ..schedules import VP, Cosine, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
 
-__all__ = ["gaussian_mixtures", "marginal_paths", "points", "schedules", "times"]
+__all__ = [
+    "NAMED_SCHEDULES",
+    "gaussian_mixtures",
+    "marginal_paths",
+    "points",
+    "schedule_names",
+    "schedules",
+    "times",
+]
 
 _KINDS: tuple[CovKind, ...] = ("isotropic", "diagonal", "full", "dirac")
 _ONE_TO_THREE = st.integers(1, 3)
@@ -106,6 +115,41 @@ def schedules(draw: Any, *, include_singular: bool = True) -> Schedule:
         "sqrt_beta": SqrtBeta(),
     }
     return plain[name]
+
+
+#: One instance of each schedule family, by name (Polynomial at p = 2 and 3, VP at its
+#: defaults): a fixed set to parametrize over, or to pin with ``hypothesis.example`` so that
+#: every family is tested at the ends of [0, 1] whatever the random draws.
+NAMED_SCHEDULES: dict[str, Schedule] = {
+    "linear": Linear(),
+    "cosine": Cosine(),
+    "poly2": Polynomial(2.0),
+    "poly3": Polynomial(3.0),
+    "linear_vp": LinearVP(),
+    "vp": VP(),
+    "sqrt_beta": SqrtBeta(),
+}
+
+
+def schedule_names(
+    *, include_singular: bool = True, exclude: tuple[str, ...] = ()
+) -> st.SearchStrategy[str]:
+    """Draw a key of :data:`NAMED_SCHEDULES` (a name reads better than a repr in a failure).
+
+    ``include_singular=False`` leaves out the schedules whose β̇ is infinite at t = 1;
+    ``exclude`` leaves out the names given.
+    """
+    unknown = set(exclude) - set(NAMED_SCHEDULES)
+    if unknown:
+        raise ValueError(f"exclude must name schedules of {sorted(NAMED_SCHEDULES)}, got {unknown}")
+    names = [
+        n
+        for n in NAMED_SCHEDULES
+        if n not in exclude and (include_singular or not NAMED_SCHEDULES[n].singular_at_one)
+    ]
+    if not names:
+        raise ValueError("exclude leaves no schedule to draw")
+    return st.sampled_from(names)
 
 
 def times(

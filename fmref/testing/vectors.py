@@ -41,8 +41,8 @@ from ._cases import (
     make_schedule,
     mixture_params,
 )
+from ._compare import TOLERANCES
 from ._npzio import npz_bytes, read_npz, sha256
-from ._tolerance import TOLERANCES
 from ._verify import Impl, VerifyReport, VerifyRow, check_case
 
 __all__ = [

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .vectors import OUTPUTS, verify_suite
+from ..testing.vectors import OUTPUTS, verify_suite
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

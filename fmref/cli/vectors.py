@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .vectors import load_suite, write_suite
+from ..testing.vectors import load_suite, write_suite
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -6,9 +6,9 @@ import argparse
 
 import numpy as np
 
-from .marginals import MarginalPath
-from .mixtures import DATASETS
-from .schedules import SCHEDULES, Schedule
+from ..marginals import MarginalPath
+from ..mixtures import DATASETS
+from ..schedules import SCHEDULES, Schedule
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

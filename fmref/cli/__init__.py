@@ -1,9 +1,10 @@
-"""Command line: ``fmref demo | field | vectors | verify | bench``.
+"""Command line of fmref: demo, field, vectors, verify (one module of this package each).
 
-Each subcommand lives in its own module, which exposes ``add_arguments(parser)`` and
+Each subcommand is one thin module of this package exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; the modules are imported to build the parser, and their heavy
-dependencies (matplotlib, tqdm, torch, dask, hypothesis) only when a subcommand runs. Only the
-CLI layer prints.
+dependencies (matplotlib, tqdm, hypothesis) only when a subcommand runs. Only this package
+prints. The benchmark suite is not a subcommand: it ships with the source repository, not the
+installed package, and runs as ``python -m benchmarks`` from a checkout.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from collections.abc import Sequence
 
 #: subcommand → (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("fmref.demo", "train the MLP by CFM on a 2-D mixture and measure it exactly"),
-    "field": ("fmref._cli_field", "print the exact marginal quantities at a few points"),
-    "vectors": ("fmref.testing.vectors_cli", "write a suite of golden test vectors"),
-    "verify": ("fmref.testing.verify_cli", "check an implementation against a vector suite"),
-    "bench": ("fmref._cli_bench", "run the benchmark suite"),
+    "demo": ("fmref.cli.demo", "train the MLP by CFM on a 2-D mixture and measure it exactly"),
+    "field": ("fmref.cli.field", "print the exact marginal quantities at a few points"),
+    "vectors": ("fmref.cli.vectors", "write a suite of golden test vectors"),
+    "verify": ("fmref.cli.verify", "check an implementation against a vector suite"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="fmref", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fmref {__version__}")
