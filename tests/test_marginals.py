@@ -59,12 +59,12 @@ def _gaussian_textbook(name: str, t: float, x: np.ndarray) -> dict[str, np.ndarr
     if b > 0:
         cov = np.linalg.inv(np.linalg.inv(SIGMA) + (a * a / (b * b)) * np.eye(d))
         ez = (cov @ (np.linalg.solve(SIGMA, MU)[:, None] + (a / b**2) * x.T)).T
-        out["x_hat"] = ez
-        out["eps_hat"] = (x - a * ez) / b
+        out["posterior_mean"] = ez
+        out["noise_posterior_mean"] = (x - a * ez) / b
         out["posterior_cov_trace"] = np.full(len(x), np.trace(cov))
     else:  # t = 1: X_1 = z exactly and ε is independent of it
-        out["x_hat"] = x
-        out["eps_hat"] = np.zeros_like(x)
+        out["posterior_mean"] = x
+        out["noise_posterior_mean"] = np.zeros_like(x)
         out["posterior_cov_trace"] = np.zeros(len(x))
     return out
 
@@ -132,8 +132,8 @@ def test_empirical_data_by_enumeration(backend: Any, name: str, t: float) -> Non
         "responsibilities": w,
         "score": np.einsum("ni,nid->nd", w, -(x[:, None, :] - a * PTS[None]) / b**2),
         "vector_field": np.einsum("ni,nid->nd", w, u_cond),
-        "x_hat": ez,
-        "eps_hat": (x - a * ez) / b,
+        "posterior_mean": ez,
+        "noise_posterior_mean": (x - a * ez) / b,
         "posterior_cov_trace": w @ np.sum(PTS**2, axis=1) - np.sum(ez**2, axis=1),
     }
     for key, value in want.items():
@@ -193,9 +193,9 @@ def test_t0_is_noise(backend: Any, kind: str, name: str) -> None:
     np.testing.assert_allclose(got["score"], -X, rtol=1e-13, atol=1e-13)
     # At α = 0, X_0 = ε: the posterior of z is the prior and E[ε|x] = x.
     np.testing.assert_allclose(
-        got["x_hat"], np.broadcast_to(mean_z, X.shape), rtol=1e-12, atol=1e-13
+        got["posterior_mean"], np.broadcast_to(mean_z, X.shape), rtol=1e-12, atol=1e-13
     )
-    np.testing.assert_allclose(got["eps_hat"], X, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got["noise_posterior_mean"], X, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(got["posterior_cov_trace"], np.trace(cov_z), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(got["vector_field"], ad * mean_z + bd * X, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(
@@ -213,8 +213,8 @@ def test_t1_is_data(backend: Any, kind: str, name: str) -> None:
         got["log_prob"], ref_log_prob(case, X, 1.0, 0.0), rtol=1e-12, atol=1e-12
     )
     np.testing.assert_allclose(got["score"], case.gm.score(X), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(got["x_hat"], X, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(got["eps_hat"], 0.0, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(got["posterior_mean"], X, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got["noise_posterior_mean"], 0.0, rtol=0, atol=1e-13)
     np.testing.assert_allclose(got["posterior_cov_trace"], 0.0, rtol=0, atol=1e-12)
     for key in QUANTITIES:
         assert np.all(np.isfinite(got[key])), key
@@ -263,8 +263,8 @@ def test_evaluate_equals_single_methods_and_chunking(backend: Any) -> None:
         "jacobian": mp.jacobian,
         "dlog_prob_dt": mp.dlog_prob_dt,
         "responsibilities": mp.responsibilities,
-        "x_hat": mp.posterior_mean,
-        "eps_hat": mp.noise_posterior_mean,
+        "posterior_mean": mp.posterior_mean,
+        "noise_posterior_mean": mp.noise_posterior_mean,
         "posterior_cov_trace": mp.posterior_cov_trace,
     }
     for key, method in methods.items():
