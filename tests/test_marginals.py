@@ -13,7 +13,7 @@ from _strategies import SCHEDULES, ab, make_case, ref_log_prob
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from fmref.marginals import QUANTITIES, MarginalPath
+from fmref.marginals import QUANTITIES, QUANTITY_ALIASES, QUANTITY_INFO, MarginalPath
 from fmref.mixtures import GaussianMixture
 from fmref.schedules import Linear
 
@@ -333,3 +333,57 @@ def test_constant_time_array_equals_scalar_time_and_string_quantity() -> None:
     for q in QUANTITIES:
         np.testing.assert_allclose(array[q], scalar[q], rtol=1e-12, atol=1e-12, err_msg=q)
     np.testing.assert_array_equal(mp.evaluate(x, 0.4, "score")["score"], scalar["score"])
+
+
+# -- the one list of quantities ------------------------------------------------------------
+def test_quantity_records_name_methods_and_shapes() -> None:
+    # k = 2, d = 3 so that every axis symbol maps to a distinct size.
+    mp = MarginalPath(make_case(12, 2, 3, "full").gm, SCHEDULES["cosine"])
+    x = np.random.default_rng(3).normal(size=(7, 3))
+    out = mp.evaluate(x, 0.4, tuple(QUANTITY_INFO))
+    assert list(out) == list(QUANTITY_INFO)
+    for name, q in QUANTITY_INFO.items():
+        assert q.name == name
+        assert out[name].shape == q.dims(7, 3, 2), name
+        method = getattr(mp, name)  # the record's name is the MarginalPath method
+        np.testing.assert_array_equal(method(x, 0.4), out[name], err_msg=name)
+    shapes = {q: QUANTITY_INFO[q].shape for q in ("log_prob", "score", "jacobian")}
+    assert shapes == {"log_prob": "(n,)", "score": "(n, d)", "jacobian": "(n, d, d)"}
+    assert QUANTITY_INFO["responsibilities"].shape == "(n, k)"
+    assert isinstance(QUANTITIES, tuple)
+    assert tuple(n for n, q in QUANTITY_INFO.items() if not q.before_one) == QUANTITIES
+    assert {n for n, q in QUANTITY_INFO.items() if q.before_one} == {"cfm_floor_integrand"}
+
+
+def test_before_one_and_rates_come_from_the_records() -> None:
+    from fmref.schedules import Polynomial
+
+    mp = MarginalPath(make_case(13, 2, 2, "isotropic").gm, SCHEDULES["linear"])
+    x = np.zeros((2, 2))
+    for name, q in QUANTITY_INFO.items():
+        if q.before_one:
+            with pytest.raises(ValueError, match=rf"t: {name} needs β_t > 0"):
+                mp.evaluate(x, 1.0, (name,))
+        else:
+            assert np.all(np.isfinite(mp.evaluate(x, 1.0, (name,))[name])), name
+    steep = MarginalPath(mp.data, Polynomial(0.5))  # α̇ infinite at t = 0
+    for name, q in QUANTITY_INFO.items():
+        if q.needs_rates:
+            with pytest.raises(ValueError, match=r"\bt\b"):
+                steep.evaluate(x, 0.0, (name,))
+        elif not q.before_one:
+            assert np.all(np.isfinite(steep.evaluate(x, 0.0, (name,))[name])), name
+
+
+def test_01_names_are_deprecated_aliases() -> None:
+    mp = MarginalPath(make_case(14, 2, 2, "diagonal").gm, SCHEDULES["linear"])
+    x = np.random.default_rng(4).normal(size=(5, 2))
+    for old, new in QUANTITY_ALIASES.items():
+        with pytest.warns(DeprecationWarning, match=rf"'{old}' → '{new}'"):
+            got = mp.evaluate(x, 0.5, (old, "score"))
+        assert set(got) == {old, "score"}
+        np.testing.assert_array_equal(got[old], getattr(mp, new)(x, 0.5))
+    with pytest.raises(ValueError, match="quantities"):
+        mp.evaluate(x, 0.5, ("posterior_mean_z",))
+    with pytest.raises(ValueError, match="quantities"):
+        mp.evaluate(x, 0.5, ())

@@ -152,6 +152,44 @@ def test_dirac_data_default_times_leave_out_t_one() -> None:
     assert seen == [0.0, 0.25, 0.5, 0.75]
 
 
+def reference_posterior_mean(x: Any, t: Any) -> Any:
+    """Independent E[z | x] for MP: Σ_k γ_k (μ_k + α s_k/(α² s_k + β²) (x − α μ_k)), γ by scipy."""
+    xn, tn = np.asarray(x, dtype=np.float64), np.asarray(t, dtype=np.float64)
+    a, b, _, _ = cosine_coeffs(tn)
+    out = np.zeros_like(xn)
+    for i in range(xn.shape[0]):
+        logs = [
+            np.log(w)
+            + multivariate_normal(a[i] * mu, (a[i] ** 2 * s + b[i] ** 2) * np.eye(2)).logpdf(xn[i])
+            for w, mu, s in zip(W, MU, S2, strict=True)
+        ]
+        g = np.exp(np.array(logs) - logsumexp(logs))
+        for k in range(3):
+            gain = a[i] * S2[k] / (a[i] ** 2 * S2[k] + b[i] ** 2)
+            out[i] += g[k] * (MU[k] + gain * (xn[i] - a[i] * MU[k]))
+    return out
+
+
+def test_posterior_mean_by_its_name_and_its_deprecated_01_name() -> None:
+    assert_quantity_close(reference_posterior_mean, MP, "posterior_mean", n=8)
+    wrong = lambda x, t: 1.01 * reference_posterior_mean(x, t)  # noqa: E731
+    with pytest.warns(DeprecationWarning, match="'x_hat' → 'posterior_mean'"):
+        assert_quantity_close(reference_posterior_mean, MP, "x_hat", n=8)
+    with pytest.raises(AssertionError, match=r"assert_quantity_close\[posterior_mean\]"):
+        assert_quantity_close(wrong, MP, "posterior_mean", n=8)
+
+
+def test_a_quantity_defined_before_one_only_leaves_out_t_one() -> None:
+    seen: list[float] = []
+
+    def fn(x: np.ndarray, t: np.ndarray) -> Any:
+        seen.extend(np.unique(t).tolist())
+        return MP.cfm_floor_integrand(x, t)
+
+    assert_quantity_close(fn, MP, "cfm_floor_integrand", n=4)
+    assert seen == [0.0, 0.25, 0.5, 0.75]
+
+
 def _sample(alpha: Any, beta: Any) -> Any:
     return lambda z, e, t: alpha(t)[:, None] * z + beta(t)[:, None] * e
 
