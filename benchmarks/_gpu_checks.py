@@ -118,7 +118,7 @@ def check_identities(xp: Any, device: Any, dtype: Any, *, n: int = 256) -> list[
     sched: Schedule = Cosine()
     mp = MarginalPath(mixture("full", 16, 8), sched)
     x, t, _, _ = device_inputs(xp, device, dtype, n, 8, seed=5)
-    r = mp.evaluate(x, t, ("vector_field", "score", "x_hat", "eps_hat"))
+    r = mp.evaluate(x, t, ("vector_field", "score", "posterior_mean", "noise_posterior_mean"))
     sv = sched(t)
     a, b = sv.alpha[:, None], sv.beta[:, None]
     ad, bbd = sv.alpha_dot[:, None], sv.beta_beta_dot[:, None]
@@ -127,9 +127,12 @@ def check_identities(xp: Any, device: Any, dtype: Any, *, n: int = 256) -> list[
     return [
         Check("u = (α̇/α)x + (α̇β²/α − ββ̇)s", name, rel_error(u_id, ref["vector_field"]), TOL[name]),
         Check(
-            "ε̂ = (x − α x̂)/β", name, rel_error((x - a * r["x_hat"]) / b, ref["eps_hat"]), TOL[name]
+            "ε̂ = (x − α x̂)/β",
+            name,
+            rel_error((x - a * r["posterior_mean"]) / b, ref["noise_posterior_mean"]),
+            TOL[name],
         ),
-        Check("s = −ε̂/β", name, rel_error(-r["eps_hat"] / b, ref["score"]), TOL[name]),
+        Check("s = −ε̂/β", name, rel_error(-r["noise_posterior_mean"] / b, ref["score"]), TOL[name]),
     ]
 
 

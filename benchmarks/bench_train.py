@@ -31,6 +31,8 @@ import numpy as np
 
 from fmref.mlp import MLP
 from fmref.optim import Adam
+from fmref.paths import GaussianPath
+from fmref.schedules import Linear
 
 HIDDEN = (256, 256, 256)
 BATCH = 1024
@@ -59,8 +61,8 @@ def cfm_batch(d: int, dtype: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     z = rng.standard_normal((BATCH, d)) + 2.0
     eps = rng.standard_normal((BATCH, d))
     t = rng.uniform(size=BATCH)
-    x = t[:, None] * z + (1 - t[:, None]) * eps
-    return x.astype(dtype), t.astype(dtype), (z - eps).astype(dtype)
+    ps = GaussianPath(Linear()).draw(z, t, eps=eps)
+    return ps.x.astype(dtype), t.astype(dtype), ps.target.astype(dtype)
 
 
 def torch_step(model: MLP, x: np.ndarray, t: np.ndarray, target: np.ndarray) -> Any:

@@ -134,7 +134,7 @@ def impl(quantity: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> 
         return path.vector_field(x, t).detach()
     if quantity == "divergence":
         return divergence(path, x, t).detach()
-    if quantity == "x_hat":
+    if quantity == "posterior_mean":
         return path.x_hat(x, t).detach()
     if quantity == "target":
         ad, bd, _ = path.derivatives(t)

@@ -22,11 +22,11 @@ from . import (
 )
 from .likelihood import LikelihoodResult, log_likelihood
 from .losses import LossEstimate, cfm_floor, cfm_loss, fm_loss
-from .marginals import QUANTITIES, MarginalPath
+from .marginals import QUANTITIES, QUANTITY_INFO, MarginalPath
 from .mixtures import GaussianMixture, eight_gaussians, random_2d, random_mixture
 from .mlp import MLP
 from .optim import Adam, cosine_schedule
-from .paths import GaussianPath
+from .paths import GaussianPath, PathSample
 from .samplers import SampleResult, integrate
 from .schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
 from .train import TrainConfig, TrainResult, load_checkpoint
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "QUANTITIES",
+    "QUANTITY_INFO",
     "VP",
     "Adam",
     "Cosine",
@@ -47,6 +48,7 @@ __all__ = [
     "LinearVP",
     "LossEstimate",
     "MarginalPath",
+    "PathSample",
     "Polynomial",
     "SampleResult",
     "Schedule",

@@ -86,16 +86,6 @@ def _time_blocks(t: Any, x: Any) -> list[Any]:
     return list(t.to_delayed().ravel())
 
 
-def _shape(q: str, rows: int, d: int, k: int) -> tuple[int, ...]:
-    if q in ("score", "vector_field", "x_hat", "eps_hat"):
-        return (rows, d)
-    if q == "jacobian":
-        return (rows, d, d)
-    if q == "responsibilities":
-        return (rows, k)
-    return (rows,)
-
-
 def _block(marginal: Any, x: Any, t: Any, want: tuple[str, ...]) -> dict[str, Any]:
     return marginal.evaluate(x, t, want)
 
@@ -103,12 +93,17 @@ def _block(marginal: Any, x: Any, t: Any, want: tuple[str, ...]) -> dict[str, An
 def evaluate(marginal: Any, x: Any, t: Any, want: tuple[str, ...]) -> dict[str, Any]:
     """Build the lazy graph of ``marginal.evaluate(x, t, want)`` for dask ``x`` or ``t``.
 
+    ``want`` holds names of :data:`fmref.marginals.QUANTITY_INFO` (already resolved), whose
+    records give each block's shape.
+
     Returns a dict name → dask array whose first axis has ``x``'s row chunks. Input errors
     that need the values (NaN, t outside [0, 1]) surface when the result is computed.
     """
     import dask
     import dask.array as da
     from dask.array.utils import meta_from_array
+
+    from .marginals import QUANTITY_INFO  # marginals imports this module: import on use
 
     x = _as_dask_points(x, t, marginal.dim)
     d, k = marginal.dim, marginal.data.n_components
@@ -120,7 +115,7 @@ def evaluate(marginal: Any, x: Any, t: Any, want: tuple[str, ...]) -> dict[str, 
     for xb, tb, rows in zip(x.to_delayed().ravel(), t_blocks, x.chunks[0], strict=True):
         res = block(mp_node, xb, tb, want)
         for q in want:
-            shape = _shape(q, rows, d, k)
+            shape = QUANTITY_INFO[q].dims(rows, d, k)
             meta = meta_from_array(x._meta, ndim=len(shape), dtype=x.dtype)
             parts[q].append(da.from_delayed(res[q], shape=shape, dtype=x.dtype, meta=meta))
     return {q: da.concatenate(v, axis=0) for q, v in parts.items()}

@@ -177,13 +177,13 @@ def dlog_prob_dt(tm: Terms, ad: Array, bbd: Array) -> Array:
     return xp.sum(tm.gamma * per_k, axis=1)
 
 
-def posterior_mean_z(tm: Terms) -> Array:
+def posterior_mean(tm: Terms) -> Array:
     """E[z|x] = Σ_k γ_k e_k, e_k = μ_k + α Σ_k S_k⁻¹ r_k."""
     lam = tm.p.lam[None, ...]
     return tm.weighted_means() + tm.rotate_back(tm.gw * (tm.a * lam))
 
 
-def posterior_mean_eps(tm: Terms) -> Array:
+def noise_posterior_mean(tm: Terms) -> Array:
     """E[ε|x] = Σ_k γ_k β S_k⁻¹ r_k."""
     return tm.rotate_back(tm.gw * tm.b)
 

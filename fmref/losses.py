@@ -18,6 +18,7 @@ import numpy as np
 from ._xp import Array, Namespace, device, from_numpy, namespace, to_numpy
 from .marginals import MarginalPath
 from .mixtures import rng_from
+from .paths import PathSample
 from .schedules import Polynomial
 
 __all__ = ["LossEstimate", "cfm_floor", "cfm_loss", "floor_profile", "fm_loss"]
@@ -71,19 +72,15 @@ def _check(marginal: Any, n: Any, t_max: Any, bins: Any) -> None:
         raise ValueError(f"bins must be an int >= 1, got {bins!r}")
 
 
-def _draw(
-    marginal: MarginalPath, n: int, rng: Any, t_max: float, like: Any
-) -> tuple[Array, Array, Array, Namespace]:
-    """Draw t ~ U[0, t_max), z ~ p_data, ε ~ N(0, I) in that order; return t, z, ε in like's xp."""
+def _draw(marginal: MarginalPath, n: int, rng: Any, t_max: float, like: Any) -> PathSample:
+    """Draw t ~ U[0, t_max), z ~ p_data, ε ~ N(0, I) in that order, in like's namespace."""
     g = rng_from(rng)
     t = t_max * g.random(n)
     z = marginal.data.sample(n, g)
-    eps = g.standard_normal(z.shape)
-    if like is None:
-        return t, z, eps, namespace(z)
-    xp = namespace(like)
-    conv = lambda a: from_numpy(a, xp, device(like), like.dtype)  # noqa: E731
-    return conv(t), conv(z), conv(eps), xp
+    if like is not None:
+        xp = namespace(like)
+        t, z = (from_numpy(a, xp, device(like), like.dtype) for a in (t, z))
+    return marginal.path.draw(z, t, rng=g)
 
 
 def _sq_norm(field: Field, x: Array, t: Array, target: Array, xp: Namespace) -> Array:
@@ -132,8 +129,8 @@ def fm_loss(
     and returns (n, d); draws are float64 NumPy, or of ``like``'s namespace and dtype.
     """
     _check(marginal, n, t_max, bins)
-    t, z, eps, xp = _draw(marginal, int(n), rng, float(t_max), like)
-    x = marginal.path.sample(z, t, eps)
+    ps = _draw(marginal, int(n), rng, float(t_max), like)
+    x, t, xp = ps.x, ps.t, namespace(ps.x)
     u = marginal.vector_field(x, t)
     err = to_numpy(_sq_norm(field, x, t, u, xp)).astype(np.float64)
     unorm = to_numpy(xp.sum(u * u, axis=1)).astype(np.float64)
@@ -160,11 +157,9 @@ def cfm_loss(
     the returned sample mean is then finite but meaningless and ``warning`` says so.
     """
     _check(marginal, n, t_max, bins)
-    t, z, eps, xp = _draw(marginal, int(n), rng, float(t_max), like)
-    x = marginal.path.sample(z, t, eps)
-    target = marginal.path.target(z, eps, t)
-    err = _sq_norm(field, x, t, target, xp)
-    return _estimate(t, err, float(t_max), bins, warning=_divergence_warning(marginal, t_max))
+    ps = _draw(marginal, int(n), rng, float(t_max), like)
+    err = _sq_norm(field, ps.x, ps.t, ps.target, namespace(ps.x))
+    return _estimate(ps.t, err, float(t_max), bins, warning=_divergence_warning(marginal, t_max))
 
 
 def _divergence_warning(marginal: MarginalPath, t_max: float) -> str | None:
@@ -206,10 +201,9 @@ def cfm_floor(
     ``samples``/``profile`` still hold the finite draws.
     """
     _check(marginal, n, t_max, bins)
-    t, z, eps, _ = _draw(marginal, int(n), rng, float(t_max), like)
-    x = marginal.path.sample(z, t, eps)
-    ell = marginal.cfm_floor_integrand(x, t)
-    est = _estimate(t, ell, float(t_max), bins)
+    ps = _draw(marginal, int(n), rng, float(t_max), like)
+    ell = marginal.cfm_floor_integrand(ps.x, ps.t)
+    est = _estimate(ps.t, ell, float(t_max), bins)
     warning = _divergence_warning(marginal, t_max)
     if warning is None:
         return est

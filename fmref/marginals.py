@@ -8,7 +8,10 @@ eigenbasis, chunked over points so temporaries stay within the memory budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, final
 
 import numpy as np
@@ -19,23 +22,119 @@ from .mixtures import GaussianMixture, _like, rng_from
 from .paths import GaussianPath
 from .schedules import Schedule, ScheduleValues
 
-__all__ = ["QUANTITIES", "MarginalPath"]
+__all__ = ["QUANTITIES", "QUANTITY_ALIASES", "QUANTITY_INFO", "MarginalPath", "Quantity"]
 
-#: Names accepted by :meth:`MarginalPath.evaluate`.
-QUANTITIES = (
-    "log_prob",
-    "score",
-    "vector_field",
-    "divergence",
-    "jacobian",
-    "dlog_prob_dt",
-    "responsibilities",
-    "x_hat",
-    "eps_hat",
-    "posterior_cov_trace",
+
+@final
+@dataclass(frozen=True)
+class Quantity:
+    """One exact quantity fmref computes: its name, shape, meaning and where it is defined.
+
+    Attributes
+    ----------
+    name : the :class:`MarginalPath` method and the key of :meth:`MarginalPath.evaluate`.
+    axes : the symbols of its shape: n rows, d dimensions, k mixture components.
+    description : what it is, in the lecture's notation.
+    needs_rates : whether it needs finite α̇_t and ββ̇_t (refused at a t where the schedule's
+        rate is infinite, e.g. t = 0 for Polynomial(p < 1)).
+    before_one : whether it is defined only where β_t > 0 (t < 1), whatever the data. Every
+        quantity needs t < 1 for Dirac (empirical) or other singular data.
+    """
+
+    name: str
+    axes: tuple[str, ...]
+    description: str
+    needs_rates: bool = False
+    before_one: bool = False
+
+    @property
+    def shape(self) -> str:
+        """The shape as text: "(n,)", "(n, d)", "(n, d, d)" or "(n, k)"."""
+        return f"({self.axes[0]},)" if len(self.axes) == 1 else f"({', '.join(self.axes)})"
+
+    def dims(self, n: int, d: int, k: int) -> tuple[int, ...]:
+        """The shape for n rows of dimension d under a k-component mixture."""
+        size = {"n": n, "d": d, "k": k}
+        return tuple(size[a] for a in self.axes)
+
+
+#: Every quantity :meth:`MarginalPath.evaluate` computes, by name: the one list that
+#: evaluate, the Dask path, the golden vectors and the assert helpers read.
+QUANTITY_INFO: Mapping[str, Quantity] = MappingProxyType(
+    {
+        q.name: q
+        for q in (
+            Quantity("log_prob", ("n",), "log p_t(x)"),
+            Quantity("score", ("n", "d"), "∇_x log p_t(x)"),
+            Quantity(
+                "vector_field",
+                ("n", "d"),
+                "marginal vector field u_t(x) = α̇_t E[z|x] + β̇_t E[ε|x]",
+                needs_rates=True,
+            ),
+            Quantity("divergence", ("n",), "div u_t(x)", needs_rates=True),
+            Quantity(
+                "jacobian", ("n", "d", "d"), "∇u_t(x), entry [i, j] = ∂u_i/∂x_j", needs_rates=True
+            ),
+            Quantity("dlog_prob_dt", ("n",), "∂_t log p_t(x) at fixed x", needs_rates=True),
+            Quantity("responsibilities", ("n", "k"), "γ_k(x) = P(component k | X_t = x)"),
+            Quantity(
+                "posterior_mean", ("n", "d"), "posterior mean E[z | X_t = x] (data prediction x̂)"
+            ),
+            Quantity(
+                "noise_posterior_mean",
+                ("n", "d"),
+                "noise posterior mean E[ε | X_t = x] (noise prediction ε̂)",
+            ),
+            Quantity("posterior_cov_trace", ("n",), "tr Cov(z | X_t = x)"),
+            Quantity(
+                "cfm_floor_integrand",
+                ("n",),
+                "c_t² tr Cov(z | X_t = x), c_t = α̇_t − β̇_t α_t/β_t",
+                needs_rates=True,
+                before_one=True,
+            ),
+        )
+    }
 )
-#: Also accepted by :meth:`MarginalPath.evaluate`, valid for t < 1 only.
-QUANTITIES_BEFORE_ONE = ("cfm_floor_integrand",)
+#: Names of the quantities defined on all of [0, 1] (for positive-definite data), in the order
+#: of :data:`QUANTITY_INFO`; a tuple as in fmref 0.1, so it can be indexed and concatenated.
+QUANTITIES: tuple[str, ...] = tuple(n for n, q in QUANTITY_INFO.items() if not q.before_one)
+#: Names also accepted by :meth:`MarginalPath.evaluate`, valid for t < 1 only.
+QUANTITIES_BEFORE_ONE: tuple[str, ...] = tuple(n for n, q in QUANTITY_INFO.items() if q.before_one)
+#: fmref 0.1's names, still accepted (with a DeprecationWarning) for one release.
+QUANTITY_ALIASES: Mapping[str, str] = MappingProxyType(
+    {"x_hat": "posterior_mean", "eps_hat": "noise_posterior_mean"}
+)
+
+
+def canonical_quantities(
+    quantities: Iterable[str] | str,
+    *,
+    known: Iterable[str] = QUANTITY_INFO,
+    name: str = "quantities",
+    stacklevel: int = 2,
+) -> tuple[str, ...]:
+    """Map names to those of ``known`` (default :data:`QUANTITY_INFO`), resolving 0.1's aliases.
+
+    An alias (``x_hat``, ``eps_hat``) is a DeprecationWarning pointing ``stacklevel`` frames up
+    from the caller; a name that is neither, or an empty selection, is a ValueError naming
+    ``name``.
+    """
+    asked = (quantities,) if isinstance(quantities, str) else tuple(quantities)
+    names = tuple(known)
+    bad = [q for q in asked if q not in names and QUANTITY_ALIASES.get(q) not in names]
+    if bad or not asked:
+        raise ValueError(f"{name} must be a nonempty subset of {names}, got {bad}")
+    old = [q for q in asked if q not in names]
+    if old:
+        new = ", ".join(f"{q!r} → {QUANTITY_ALIASES[q]!r}" for q in old)
+        warnings.warn(
+            f"{name}: fmref 0.1's quantity names are deprecated; use {new}",
+            DeprecationWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return tuple(q if q in names else QUANTITY_ALIASES[q] for q in asked)
 
 
 @final
@@ -82,18 +181,23 @@ class MarginalPath:
         return f"MarginalPath({self.data!r}, {self.schedule!r})"
 
     # -- the engine -----------------------------------------------------------------------
-    def evaluate(self, x: Any, t: Any, quantities: Iterable[str]) -> dict[str, Array]:
+    def evaluate(self, x: Any, t: Any, quantities: Iterable[str] | str) -> dict[str, Array]:
         """Evaluate several quantities in one pass (sharing rotations and responsibilities).
 
-        ``quantities`` is a subset of :data:`QUANTITIES`; returns a dict name → array.
+        ``quantities`` are names of :data:`QUANTITY_INFO` (0.1's ``"x_hat"``/``"eps_hat"`` are
+        deprecated aliases); returns a dict keyed by the names as given, each array of the
+        quantity's shape.
         """
-        want = (quantities,) if isinstance(quantities, str) else tuple(quantities)
-        known = QUANTITIES + QUANTITIES_BEFORE_ONE
-        bad = [q for q in want if q not in known]
-        if bad or not want:
-            raise ValueError(f"quantities must be a nonempty subset of {known}, got {bad}")
+        asked = (quantities,) if isinstance(quantities, str) else tuple(quantities)
+        names = canonical_quantities(asked, stacklevel=2)
+        want = tuple(dict.fromkeys(names))
         if _dask.is_dask(x) or _dask.is_dask(t):
-            return _dask.evaluate(self, x, t, want)
+            out = _dask.evaluate(self, x, t, want)
+        else:
+            out = self._evaluate(x, t, want)
+        return {a: out[q] for a, q in zip(asked, names, strict=True)}
+
+    def _evaluate(self, x: Any, t: Any, want: tuple[str, ...]) -> dict[str, Array]:
         x, xp = points(x, self.dim)
         n, d = x.shape
         # One shared t keeps the per-time coefficients at k·d instead of n·k·d; a constant
@@ -115,7 +219,8 @@ class MarginalPath:
         for sl in chunks(n, per_row * item, self._budget, cpu=on_cpu(x)):
             rows = slice(None) if shared else sl
             tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp, rhs)
-            vals = _quantities(tm, sv, rows, want, xp)
+            chunk = _Chunk(tm, sv, rows, xp)
+            vals = {name: chunk.get(name) for name in want}
             if sl.start == 0 and sl.stop == n:
                 return vals
             # Results go straight into preallocated outputs, so peak memory is the budget plus
@@ -124,7 +229,7 @@ class MarginalPath:
                 if q not in out:
                     out[q] = xp.empty((n, *val.shape[1:]), dtype=val.dtype, device=device(x))
                 out[q][sl, ...] = val
-            del tm, vals
+            del tm, chunk, vals
         return out
 
     def _check_valid(self, sv: ScheduleValues, xp: Any, want: tuple[str, ...]) -> None:
@@ -133,16 +238,11 @@ class MarginalPath:
                 f"t: p_data has singular covariances ({self.data.kind} data), so p_t is not a "
                 "density where β_t = 0 (t = 1); use t < 1"
             )
-        if set(QUANTITIES_BEFORE_ONE) & set(want) and not bool(xp.all(sv.beta > 0)):
-            raise ValueError(f"t: {', '.join(QUANTITIES_BEFORE_ONE)} needs β_t > 0 (t < 1)")
-        needs_dot = {
-            "vector_field",
-            "divergence",
-            "jacobian",
-            "dlog_prob_dt",
-            *QUANTITIES_BEFORE_ONE,
-        }
-        if needs_dot & set(want):
+        info = [QUANTITY_INFO[q] for q in want]
+        before = [q.name for q in info if q.before_one]
+        if before and not bool(xp.all(sv.beta > 0)):
+            raise ValueError(f"t: {', '.join(before)} needs β_t > 0 (t < 1)")
+        if any(q.needs_rates for q in info):
             ok = xp.all(xp.isfinite(sv.alpha_dot)) & xp.all(xp.isfinite(sv.beta_beta_dot))
             if not bool(ok):
                 raise ValueError(f"t: {self.schedule!r} has an infinite α̇ or ββ̇ at some t")
@@ -181,11 +281,11 @@ class MarginalPath:
 
     def posterior_mean(self, x: Any, t: Any) -> Array:
         """E[z | X_t = x], the data prediction x̂, shape (n, d)."""
-        return self._one(x, t, "x_hat")
+        return self._one(x, t, "posterior_mean")
 
     def noise_posterior_mean(self, x: Any, t: Any) -> Array:
         """E[ε | X_t = x], the noise prediction ε̂, shape (n, d)."""
-        return self._one(x, t, "eps_hat")
+        return self._one(x, t, "noise_posterior_mean")
 
     def cfm_floor_integrand(self, x: Any, t: Any) -> Array:
         """ℓ*(t, x) = c_t² tr Cov(z | X_t = x), c_t = α̇_t − β̇_t α_t/β_t, shape (n,); t < 1.
@@ -207,16 +307,19 @@ class MarginalPath:
         """
         g = rng_from(rng)
         z = self.data.sample(n, g)
-        eps = g.standard_normal(z.shape)
         if like is not None:
-            z, eps = _like(z, like), _like(eps, like)
+            z = _like(z, like)
             if isinstance(t, np.ndarray):
                 t = _like(t, like)
-        return self.path.sample(z, t, eps)
+        return self.path.draw(z, t, rng=g).x
 
 
-class _Quantities:
-    """Evaluate requested quantities on one chunk, computing shared ones (u, s) once."""
+@final
+class _Chunk:
+    """The quantities of one chunk of rows, each computed once (u and s are shared).
+
+    Each method is the formula of the quantity of :data:`QUANTITY_INFO` with its name.
+    """
 
     def __init__(self, tm: _gmm.Terms, sv: ScheduleValues, rows: slice, xp: Any) -> None:
         self.tm = tm
@@ -227,36 +330,45 @@ class _Quantities:
 
     def get(self, name: str) -> Array:
         if name not in self.cache:
-            self.cache[name] = _FORMULAS[name](self)
+            self.cache[name] = getattr(self, name)()
         return self.cache[name]
 
+    def log_prob(self) -> Array:
+        return self.tm.log_prob
 
-def _quantities(
-    tm: _gmm.Terms, sv: ScheduleValues, rows: slice, want: tuple[str, ...], xp: Any
-) -> dict[str, Array]:
-    q = _Quantities(tm, sv, rows, xp)
-    return {name: q.get(name) for name in want}
+    def responsibilities(self) -> Array:
+        return self.tm.gamma
 
+    def score(self) -> Array:
+        return _gmm.score(self.tm)
 
-_FORMULAS: dict[str, Callable[[_Quantities], Array]] = {
-    "log_prob": lambda q: q.tm.log_prob,
-    "responsibilities": lambda q: q.tm.gamma,
-    "score": lambda q: _gmm.score(q.tm),
-    "vector_field": lambda q: _gmm.vector_field(q.tm, q.ad, q.bbd),
-    "divergence": lambda q: _gmm.divergence(
-        q.tm, q.ad, q.bbd, q.get("vector_field"), q.get("score")
-    ),
-    "jacobian": lambda q: _gmm.jacobian(q.tm, q.ad, q.bbd, q.get("vector_field"), q.get("score")),
-    "dlog_prob_dt": lambda q: _gmm.dlog_prob_dt(q.tm, q.ad, q.bbd),
-    "x_hat": lambda q: _gmm.posterior_mean_z(q.tm),
-    "eps_hat": lambda q: _gmm.posterior_mean_eps(q.tm),
-    "posterior_cov_trace": lambda q: _gmm.posterior_cov_trace(q.tm, q.get("x_hat")),
-    "cfm_floor_integrand": lambda q: _gmm.cfm_floor_integrand(
-        q.tm,
-        q.get("x_hat"),
-        q.sv.alpha_dot[q.rows] * q.sv.beta[q.rows] - q.sv.beta_dot[q.rows] * q.sv.alpha[q.rows],
-    ),
-}
+    def vector_field(self) -> Array:
+        return _gmm.vector_field(self.tm, self.ad, self.bbd)
+
+    def divergence(self) -> Array:
+        u, s = self.get("vector_field"), self.get("score")
+        return _gmm.divergence(self.tm, self.ad, self.bbd, u, s)
+
+    def jacobian(self) -> Array:
+        u, s = self.get("vector_field"), self.get("score")
+        return _gmm.jacobian(self.tm, self.ad, self.bbd, u, s)
+
+    def dlog_prob_dt(self) -> Array:
+        return _gmm.dlog_prob_dt(self.tm, self.ad, self.bbd)
+
+    def posterior_mean(self) -> Array:
+        return _gmm.posterior_mean(self.tm)
+
+    def noise_posterior_mean(self) -> Array:
+        return _gmm.noise_posterior_mean(self.tm)
+
+    def posterior_cov_trace(self) -> Array:
+        return _gmm.posterior_cov_trace(self.tm, self.get("posterior_mean"))
+
+    def cfm_floor_integrand(self) -> Array:
+        sv, r = self.sv, self.rows
+        g = sv.alpha_dot[r] * sv.beta[r] - sv.beta_dot[r] * sv.alpha[r]
+        return _gmm.cfm_floor_integrand(self.tm, self.get("posterior_mean"), g)
 
 
 def _check_budget(b: int) -> int:

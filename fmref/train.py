@@ -82,15 +82,12 @@ def _minibatch(
         t = g.random(batch)
         x = marginal.sample(batch, t, g)
         return x, t, np.asarray(marginal.vector_field(x, t))
+    # Algorithm 3; Algorithm 4 ("linear") is its Linear case, x = t z + (1 − t) ε, target z − ε
+    # (train() checks the schedule), and Linear's α̇ = 1, β̇ = −1 give those bit for bit.
     z = marginal.data.sample(batch, g)
     t = g.random(batch)
-    eps = g.standard_normal(z.shape)
-    tc = t[:, None]
-    if objective == "linear":  # Algorithm 4
-        return tc * z + (1 - tc) * eps, t, z - eps
-    s = marginal.schedule(t)  # Algorithm 3
-    x = s.alpha[:, None] * z + s.beta[:, None] * eps
-    return x, t, s.alpha_dot[:, None] * z + s.beta_dot[:, None] * eps
+    ps = marginal.path.draw(z, t, rng=g)
+    return ps.x, t, ps.target
 
 
 def _generator(state: dict[str, Any]) -> np.random.Generator:

@@ -11,7 +11,7 @@ cloudpickle = pytest.importorskip("cloudpickle")
 
 import dask  # noqa: E402
 
-from fmref.marginals import MarginalPath  # noqa: E402
+from fmref.marginals import QUANTITY_INFO, MarginalPath  # noqa: E402
 from fmref.mixtures import GaussianMixture  # noqa: E402
 from fmref.schedules import Cosine, Linear  # noqa: E402
 
@@ -117,6 +117,21 @@ def test_mixture_enters_graph_once() -> None:
     size_graph = len(cloudpickle.dumps(graph))
     assert size_mp > 100_000  # large enough that per-task copies would show
     assert size_graph < size_mp + x.nbytes + 200_000, (size_graph, size_mp)
+
+
+def test_every_quantity_has_its_records_shape_lazily_and_computed() -> None:
+    # k = 5, d = 3: the records' axes map to distinct sizes. A lazy shape that disagreed with
+    # the computed block would fail here (dask trusts the declared shape until compute).
+    mp = MarginalPath(_full(k=5, d=3), Cosine())
+    x = np.random.default_rng(6).standard_normal((120, 3))
+    names = tuple(QUANTITY_INFO)
+    lazy = mp.evaluate(da.from_array(x, chunks=(40, 3)), 0.3, names)
+    eager = mp.evaluate(x, 0.3, names)
+    for name, q in QUANTITY_INFO.items():
+        assert lazy[name].shape == q.dims(120, 3, 5), name
+        got = lazy[name].compute(scheduler="sync")
+        assert got.shape == q.dims(120, 3, 5), name
+        np.testing.assert_allclose(got, eager[name], err_msg=name, **TOL)
 
 
 def test_column_chunks_and_float32() -> None:

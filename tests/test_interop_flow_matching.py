@@ -98,36 +98,38 @@ def test_conversions_agree_with_fmref(name: str) -> None:
     mp = fmref.MarginalPath(DATA, sched)
     t = 0.45
     x = mp.sample(16, t, 0)
-    r = mp.evaluate(x, t, ("x_hat", "eps_hat", "vector_field"))
+    r = mp.evaluate(x, t, ("posterior_mean", "noise_posterior_mean", "vector_field"))
     tt = torch.full((16, 1), t, dtype=torch.float64)
     X, XH, EH, U = (
         torch.from_numpy(np.ascontiguousarray(a))
-        for a in (x, r["x_hat"], r["eps_hat"], r["vector_field"])
+        for a in (x, r["posterior_mean"], r["noise_posterior_mean"], r["vector_field"])
     )
     pairs = {
         "target_to_velocity": (
             path.target_to_velocity(x_1=XH, x_t=X, t=tt),
-            cv.velocity_from_x_hat(sched, x, t, r["x_hat"]),
+            cv.velocity_from_x_hat(sched, x, t, r["posterior_mean"]),
             r["vector_field"],
         ),
         "velocity_to_target": (
             path.velocity_to_target(velocity=U, x_t=X, t=tt),
             cv.x_hat_from_velocity(sched, x, t, r["vector_field"]),
-            r["x_hat"],
+            r["posterior_mean"],
         ),
         "epsilon_to_target": (
             path.epsilon_to_target(epsilon=EH, x_t=X, t=tt),
-            cv.x_hat_from_eps_hat(sched, x, t, r["eps_hat"]),
-            r["x_hat"],
+            cv.x_hat_from_eps_hat(sched, x, t, r["noise_posterior_mean"]),
+            r["posterior_mean"],
         ),
         "target_to_epsilon": (
             path.target_to_epsilon(x_1=XH, x_t=X, t=tt),
-            cv.eps_hat_from_x_hat(sched, x, t, r["x_hat"]),
-            r["eps_hat"],
+            cv.eps_hat_from_x_hat(sched, x, t, r["posterior_mean"]),
+            r["noise_posterior_mean"],
         ),
         "epsilon_to_velocity": (
             path.epsilon_to_velocity(epsilon=EH, x_t=X, t=tt),
-            cv.velocity_from_x_hat(sched, x, t, cv.x_hat_from_eps_hat(sched, x, t, r["eps_hat"])),
+            cv.velocity_from_x_hat(
+                sched, x, t, cv.x_hat_from_eps_hat(sched, x, t, r["noise_posterior_mean"])
+            ),
             r["vector_field"],
         ),
         "velocity_to_epsilon": (
@@ -135,7 +137,7 @@ def test_conversions_agree_with_fmref(name: str) -> None:
             cv.eps_hat_from_x_hat(
                 sched, x, t, cv.x_hat_from_velocity(sched, x, t, r["vector_field"])
             ),
-            r["eps_hat"],
+            r["noise_posterior_mean"],
         ),
     }
     for name_, (theirs, ours, exact) in pairs.items():

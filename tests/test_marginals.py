@@ -14,7 +14,7 @@ from _reference import ab, ref_log_prob
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from fmref.marginals import QUANTITIES, MarginalPath
+from fmref.marginals import QUANTITIES, QUANTITY_ALIASES, QUANTITY_INFO, MarginalPath
 from fmref.mixtures import GaussianMixture
 from fmref.schedules import Linear
 
@@ -60,12 +60,12 @@ def _gaussian_textbook(name: str, t: float, x: np.ndarray) -> dict[str, np.ndarr
     if b > 0:
         cov = np.linalg.inv(np.linalg.inv(SIGMA) + (a * a / (b * b)) * np.eye(d))
         ez = (cov @ (np.linalg.solve(SIGMA, MU)[:, None] + (a / b**2) * x.T)).T
-        out["x_hat"] = ez
-        out["eps_hat"] = (x - a * ez) / b
+        out["posterior_mean"] = ez
+        out["noise_posterior_mean"] = (x - a * ez) / b
         out["posterior_cov_trace"] = np.full(len(x), np.trace(cov))
     else:  # t = 1: X_1 = z exactly and ε is independent of it
-        out["x_hat"] = x
-        out["eps_hat"] = np.zeros_like(x)
+        out["posterior_mean"] = x
+        out["noise_posterior_mean"] = np.zeros_like(x)
         out["posterior_cov_trace"] = np.zeros(len(x))
     return out
 
@@ -133,8 +133,8 @@ def test_empirical_data_by_enumeration(backend: Any, name: str, t: float) -> Non
         "responsibilities": w,
         "score": np.einsum("ni,nid->nd", w, -(x[:, None, :] - a * PTS[None]) / b**2),
         "vector_field": np.einsum("ni,nid->nd", w, u_cond),
-        "x_hat": ez,
-        "eps_hat": (x - a * ez) / b,
+        "posterior_mean": ez,
+        "noise_posterior_mean": (x - a * ez) / b,
         "posterior_cov_trace": w @ np.sum(PTS**2, axis=1) - np.sum(ez**2, axis=1),
     }
     for key, value in want.items():
@@ -194,9 +194,9 @@ def test_t0_is_noise(backend: Any, kind: str, name: str) -> None:
     np.testing.assert_allclose(got["score"], -X, rtol=1e-13, atol=1e-13)
     # At α = 0, X_0 = ε: the posterior of z is the prior and E[ε|x] = x.
     np.testing.assert_allclose(
-        got["x_hat"], np.broadcast_to(mean_z, X.shape), rtol=1e-12, atol=1e-13
+        got["posterior_mean"], np.broadcast_to(mean_z, X.shape), rtol=1e-12, atol=1e-13
     )
-    np.testing.assert_allclose(got["eps_hat"], X, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got["noise_posterior_mean"], X, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(got["posterior_cov_trace"], np.trace(cov_z), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(got["vector_field"], ad * mean_z + bd * X, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(
@@ -214,8 +214,8 @@ def test_t1_is_data(backend: Any, kind: str, name: str) -> None:
         got["log_prob"], ref_log_prob(case, X, 1.0, 0.0), rtol=1e-12, atol=1e-12
     )
     np.testing.assert_allclose(got["score"], case.gm.score(X), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(got["x_hat"], X, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(got["eps_hat"], 0.0, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(got["posterior_mean"], X, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got["noise_posterior_mean"], 0.0, rtol=0, atol=1e-13)
     np.testing.assert_allclose(got["posterior_cov_trace"], 0.0, rtol=0, atol=1e-12)
     for key in QUANTITIES:
         assert np.all(np.isfinite(got[key])), key
@@ -264,8 +264,8 @@ def test_evaluate_equals_single_methods_and_chunking(backend: Any) -> None:
         "jacobian": mp.jacobian,
         "dlog_prob_dt": mp.dlog_prob_dt,
         "responsibilities": mp.responsibilities,
-        "x_hat": mp.posterior_mean,
-        "eps_hat": mp.noise_posterior_mean,
+        "posterior_mean": mp.posterior_mean,
+        "noise_posterior_mean": mp.noise_posterior_mean,
         "posterior_cov_trace": mp.posterior_cov_trace,
     }
     for key, method in methods.items():
@@ -334,3 +334,57 @@ def test_constant_time_array_equals_scalar_time_and_string_quantity() -> None:
     for q in QUANTITIES:
         np.testing.assert_allclose(array[q], scalar[q], rtol=1e-12, atol=1e-12, err_msg=q)
     np.testing.assert_array_equal(mp.evaluate(x, 0.4, "score")["score"], scalar["score"])
+
+
+# -- the one list of quantities ------------------------------------------------------------
+def test_quantity_records_name_methods_and_shapes() -> None:
+    # k = 2, d = 3 so that every axis symbol maps to a distinct size.
+    mp = MarginalPath(make_case(12, 2, 3, "full").gm, SCHEDULES["cosine"])
+    x = np.random.default_rng(3).normal(size=(7, 3))
+    out = mp.evaluate(x, 0.4, tuple(QUANTITY_INFO))
+    assert list(out) == list(QUANTITY_INFO)
+    for name, q in QUANTITY_INFO.items():
+        assert q.name == name
+        assert out[name].shape == q.dims(7, 3, 2), name
+        method = getattr(mp, name)  # the record's name is the MarginalPath method
+        np.testing.assert_array_equal(method(x, 0.4), out[name], err_msg=name)
+    shapes = {q: QUANTITY_INFO[q].shape for q in ("log_prob", "score", "jacobian")}
+    assert shapes == {"log_prob": "(n,)", "score": "(n, d)", "jacobian": "(n, d, d)"}
+    assert QUANTITY_INFO["responsibilities"].shape == "(n, k)"
+    assert isinstance(QUANTITIES, tuple)
+    assert tuple(n for n, q in QUANTITY_INFO.items() if not q.before_one) == QUANTITIES
+    assert {n for n, q in QUANTITY_INFO.items() if q.before_one} == {"cfm_floor_integrand"}
+
+
+def test_before_one_and_rates_come_from_the_records() -> None:
+    from fmref.schedules import Polynomial
+
+    mp = MarginalPath(make_case(13, 2, 2, "isotropic").gm, SCHEDULES["linear"])
+    x = np.zeros((2, 2))
+    for name, q in QUANTITY_INFO.items():
+        if q.before_one:
+            with pytest.raises(ValueError, match=rf"t: {name} needs β_t > 0"):
+                mp.evaluate(x, 1.0, (name,))
+        else:
+            assert np.all(np.isfinite(mp.evaluate(x, 1.0, (name,))[name])), name
+    steep = MarginalPath(mp.data, Polynomial(0.5))  # α̇ infinite at t = 0
+    for name, q in QUANTITY_INFO.items():
+        if q.needs_rates:
+            with pytest.raises(ValueError, match=r"\bt\b"):
+                steep.evaluate(x, 0.0, (name,))
+        elif not q.before_one:
+            assert np.all(np.isfinite(steep.evaluate(x, 0.0, (name,))[name])), name
+
+
+def test_01_names_are_deprecated_aliases() -> None:
+    mp = MarginalPath(make_case(14, 2, 2, "diagonal").gm, SCHEDULES["linear"])
+    x = np.random.default_rng(4).normal(size=(5, 2))
+    for old, new in QUANTITY_ALIASES.items():
+        with pytest.warns(DeprecationWarning, match=rf"'{old}' → '{new}'"):
+            got = mp.evaluate(x, 0.5, (old, "score"))
+        assert set(got) == {old, "score"}
+        np.testing.assert_array_equal(got[old], getattr(mp, new)(x, 0.5))
+    with pytest.raises(ValueError, match="quantities"):
+        mp.evaluate(x, 0.5, ("posterior_mean_z",))
+    with pytest.raises(ValueError, match="quantities"):
+        mp.evaluate(x, 0.5, ())

@@ -86,10 +86,10 @@ def _is_reference(
         # The conditional vector field written out: u_t(x|z) = α̇ z + (β̇/β)(x − α z).
         checks = {
             "vector_field": post.mean(ad * z + (bd / b) * (xi - a * z)),
-            "x_hat": post.mean(z),
-            "eps_hat": post.mean((xi - a * z) / b),
+            "posterior_mean": post.mean(z),
+            "noise_posterior_mean": post.mean((xi - a * z) / b),
         }
-        ez = checks["x_hat"][0]
+        ez = checks["posterior_mean"][0]
         # tr Cov = E||z − E z||²: its influence function is ||z − E z||² − tr Cov.
         checks["posterior_cov_trace"] = post.mean(np.sum((z - ez) ** 2, axis=1))
         per_point.append(checks)
@@ -112,7 +112,9 @@ def test_posterior_vs_importance_sampling(
     a, b, _, _ = ab(SCHEDULES[name], t)
     x = _points(case, a, b, 2, seed)
     out = mp.evaluate(
-        backend.asarray(x), t, ("vector_field", "x_hat", "eps_hat", "posterior_cov_trace")
+        backend.asarray(x),
+        t,
+        ("vector_field", "posterior_mean", "noise_posterior_mean", "posterior_cov_trace"),
     )
     for key, (est, se) in _is_reference(case, name, t, x, seed).items():
         err = np.abs(backend.to_numpy(out[key]) - est)
@@ -200,18 +202,23 @@ def test_conversion_round_trips(backend: Any, case: Case, name: str, t: float, s
     a, b, _, _ = ab(sched, t)
     x = _points(case, a, b, 5, seed)
     bx = backend.asarray(x)
-    out = mp.evaluate(bx, t, ("x_hat", "eps_hat", "score", "vector_field"))
-    xh, eh, s, u = (out[k] for k in ("x_hat", "eps_hat", "score", "vector_field"))
+    out = mp.evaluate(bx, t, ("posterior_mean", "noise_posterior_mean", "score", "vector_field"))
+    xh, eh, s, u = (
+        out[k] for k in ("posterior_mean", "noise_posterior_mean", "score", "vector_field")
+    )
     npy = {k: backend.to_numpy(v) for k, v in out.items()}
     np.testing.assert_allclose(
-        a * npy["x_hat"] + b * npy["eps_hat"], x, rtol=1e-10, atol=_tol(x, 1e-10)
+        a * npy["posterior_mean"] + b * npy["noise_posterior_mean"],
+        x,
+        rtol=1e-10,
+        atol=_tol(x, 1e-10),
     )
     routes = {
-        "eps_hat": [
+        "noise_posterior_mean": [
             conversions.eps_hat_from_x_hat(sched, bx, t, xh),
             conversions.eps_hat_from_score(sched, bx, t, s),
         ],
-        "x_hat": [
+        "posterior_mean": [
             conversions.x_hat_from_eps_hat(sched, bx, t, eh),
             conversions.x_hat_from_velocity(sched, bx, t, u),
         ],

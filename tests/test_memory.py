@@ -104,7 +104,7 @@ def test_results_do_not_depend_on_budget(kind: str) -> None:
     n = 2000
     x = 2 * g.standard_normal((n, 6))
     t = g.uniform(0.0, 0.95, n)
-    want = (*QUANTITIES, "dlog_prob_dt", "x_hat", "posterior_cov_trace")
+    want = (*QUANTITIES, "dlog_prob_dt", "posterior_mean", "posterior_cov_trace")
     ref = MarginalPath(gm, Cosine()).evaluate(x, t, want)  # default budget: few chunks
     for budget in (64 * 2**10, 1 * MIB, 3 * MIB + 17):
         got = MarginalPath(gm, Cosine(), memory_budget=budget).evaluate(x, t, want)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -137,3 +138,115 @@ def test_float32_close_to_float64(backend32: Any, name: str) -> None:
         assert got.dtype == backend32.dtype
         scale = np.abs(want).max()
         np.testing.assert_allclose(backend32.to_numpy(got), want, rtol=1e-4, atol=1e-5 * scale)
+
+
+# -- GaussianPath.draw: the one record of x_t and the CFM target ---------------------------
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_draw_target_is_time_derivative_of_x(backend: Any, name: str) -> None:
+    # d/dt x_t at fixed (z, ε) by central differences of the record's x (which uses α and β
+    # only) against its target (which uses α̇ and β̇ only).
+    path = GaussianPath(SCHEDULES[name])
+    _, z, eps = _data(8)
+    bz, beps = backend.asarray(z), backend.asarray(eps)
+
+    def x_at(s: float) -> np.ndarray:
+        return backend.to_numpy(path.draw(bz, backend.asarray(T_ROWS + s), eps=beps).x)
+
+    d_x = fd_dt(x_at, 0.0, 1e-4)
+    ps = path.draw(bz, backend.asarray(T_ROWS), eps=beps)
+    target = backend.to_numpy(ps.target)
+    np.testing.assert_allclose(target, d_x, rtol=1e-8, atol=1e-9)
+    # The same comparison refuses a plausible wrong target: β̇ with the wrong sign.
+    sv = SCHEDULES[name](T_ROWS)
+    wrong = sv.alpha_dot[:, None] * z - sv.beta_dot[:, None] * eps
+    assert not np.allclose(wrong, d_x, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_draw_target_is_conditional_field_at_x(backend: Any, name: str) -> None:
+    path = GaussianPath(SCHEDULES[name])
+    _, z, eps = _data(9)
+    bz, bt = backend.asarray(z), backend.asarray(T_ROWS)
+    ps = path.draw(bz, bt, eps=backend.asarray(eps))
+    field = path.conditional_vector_field(ps.x, bz, bt)  # u_t(x|z), written in terms of x
+    np.testing.assert_allclose(
+        backend.to_numpy(ps.target), backend.to_numpy(field), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_draw_moments_by_monte_carlo() -> None:
+    # One z repeated: x_t ~ N(α_t z, β_t² I) and target ~ N(α̇_t z, β̇_t² I) over the drawn ε.
+    sched, t, n = SCHEDULES["cosine"], 0.3, 40_000
+    z = np.tile([[1.5, -2.0, 0.5]], (n, 1))
+    ps = GaussianPath(sched).draw(z, t, rng=11)
+    a, b = np.sin(np.pi * t / 2), np.cos(np.pi * t / 2)  # Cosine, by hand
+    ad, bd = np.pi / 2 * b, -np.pi / 2 * a
+    for arr, mean, sd in ((ps.x, a * z[0], b), (ps.target, ad * z[0], abs(bd))):
+        np.testing.assert_allclose(arr.mean(0), mean, rtol=0, atol=5 * sd / np.sqrt(n))
+        np.testing.assert_allclose(arr.std(0, ddof=1), sd, rtol=5 / np.sqrt(2 * n), atol=0)
+        cov = np.cov(arr.T)
+        off = cov[~np.eye(3, dtype=bool)]
+        np.testing.assert_allclose(off, 0.0, rtol=0, atol=5 * sd * sd / np.sqrt(n))
+
+
+def test_draw_rng_is_a_seed_or_generator_and_moves_to_z(backend32: Any) -> None:
+    path = GaussianPath(SCHEDULES["linear"])
+    _, z, _ = _data(10)
+    want = np.random.default_rng(7).standard_normal(z.shape)
+    for rng in (7, np.int64(7), np.random.default_rng(7)):
+        np.testing.assert_array_equal(path.draw(z, T_ROWS, rng=rng).eps, want)
+    ps = path.draw(backend32.asarray(z), 0.5, rng=7)
+    assert ps.eps.dtype == backend32.dtype and ps.x.dtype == backend32.dtype
+    np.testing.assert_allclose(backend32.to_numpy(ps.eps), want, rtol=1e-7, atol=1e-7)
+    assert backend32.to_numpy(ps.t).shape == (N,)
+    assert backend32.to_numpy(ps.schedule.alpha).shape == (N,)
+
+
+def test_old_spellings_are_the_records_fields(backend: Any) -> None:
+    # Identity by construction (sample, flow and target are thin wrappers over draw); kept to
+    # pin 0.1's argument orders: sample(z, t, eps), flow(x0, z, t), target(z, eps, t).
+    path = GaussianPath(SCHEDULES["sqrt_beta"])
+    _, z, eps = _data(11)
+    bz, beps, bt = backend.asarray(z), backend.asarray(eps), backend.asarray(T_ROWS)
+    ps = path.draw(bz, bt, eps=beps)
+    for got, want in (
+        (path.sample(bz, bt, beps), ps.x),
+        (path.flow(beps, bz, bt), ps.x),
+        (path.target(bz, beps, bt), ps.target),
+    ):
+        np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(want))
+
+
+def test_draw_record_is_frozen_and_target_refused_where_rates_are_infinite() -> None:
+    path = GaussianPath(SCHEDULES["sqrt_beta"])  # β̇ infinite at t = 1
+    z = np.ones((2, 2))
+    ps = path.draw(z, np.array([0.5, 1.0]), eps=np.zeros((2, 2)))
+    np.testing.assert_allclose(ps.x, [[0.5, 0.5], [1.0, 1.0]], rtol=1e-15, atol=0)  # x_1 = z
+    with pytest.raises(ValueError, match=r"t: α̇_t or β̇_t is infinite"):
+        _ = ps.target
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ps.x = z  # type: ignore[misc]
+
+
+def test_draw_bad_input() -> None:
+    path = GaussianPath(Linear())
+    z = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"eps.*rng"):
+        path.draw(z, 0.5)
+    with pytest.raises(ValueError, match=r"eps.*rng"):
+        path.draw(z, 0.5, eps=z, rng=0)
+    for bad in ("0", 1.5, True):
+        with pytest.raises(TypeError, match="rng"):
+            path.draw(z, 0.5, rng=bad)
+    with pytest.raises(ValueError, match=r"\beps\b"):
+        path.draw(z, 0.5, eps=np.zeros((2, 2)))
+    with pytest.raises(TypeError, match=r"\beps\b"):
+        path.draw(z, 0.5, eps=np.zeros((3, 2), dtype=np.float32))
+    with pytest.raises(TypeError, match=r"\bz\b"):
+        path.draw(np.zeros((3, 2), dtype=np.int64), 0.5, rng=0)
+    with pytest.raises(ValueError, match=r"\bz\b"):
+        path.draw(np.zeros(3), 0.5, rng=0)
+    with pytest.raises(ValueError, match=r"\bt\b"):
+        path.draw(z, 1.5, eps=z)
+    with pytest.raises(ValueError, match=r"\bt\b"):
+        path.draw(z, np.full(4, 0.5), eps=z)

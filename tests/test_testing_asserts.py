@@ -37,8 +37,8 @@ def cosine_coeffs(t: np.ndarray) -> tuple[np.ndarray, ...]:
     return np.sin(h * t), np.cos(h * t), h * np.cos(h * t), -h * np.sin(h * t)
 
 
-def reference_field(x: Any, t: Any) -> Any:
-    """Independent u_t for MP, in the namespace of x (via NumPy for the arithmetic)."""
+def _reference(x: Any, t: Any, per_component: Any) -> Any:
+    """Σ_k γ_k f_k(x_i) for MP, γ by scipy densities, f_k = per_component(k, x_i, α, β, α̇, β̇)."""
     xn, tn = np.asarray(x, dtype=np.float64), np.asarray(t, dtype=np.float64)
     a, b, ad, bd = cosine_coeffs(tn)
     out = np.zeros_like(xn)
@@ -50,9 +50,27 @@ def reference_field(x: Any, t: Any) -> Any:
         ]
         g = np.exp(np.array(logs) - logsumexp(logs))
         for k in range(3):
-            gain = (a[i] * ad[i] * S2[k] + b[i] * bd[i]) / (a[i] ** 2 * S2[k] + b[i] ** 2)
-            out[i] += g[k] * (ad[i] * MU[k] + gain * (xn[i] - a[i] * MU[k]))
+            out[i] += g[k] * per_component(k, xn[i], a[i], b[i], ad[i], bd[i])
     return out
+
+
+def reference_field(x: Any, t: Any) -> Any:
+    """Independent u_t for MP: u_k = α̇ μ_k + (αα̇ s_k + ββ̇)/(α² s_k + β²) (x − α μ_k)."""
+
+    def u_k(k: int, xi: Any, a: float, b: float, ad: float, bd: float) -> Any:
+        gain = (a * ad * S2[k] + b * bd) / (a**2 * S2[k] + b**2)
+        return ad * MU[k] + gain * (xi - a * MU[k])
+
+    return _reference(x, t, u_k)
+
+
+def reference_posterior_mean(x: Any, t: Any) -> Any:
+    """Independent E[z | x] for MP: e_k = μ_k + α s_k/(α² s_k + β²) (x − α μ_k)."""
+
+    def e_k(k: int, xi: Any, a: float, b: float, ad: float, bd: float) -> Any:
+        return MU[k] + a * S2[k] / (a**2 * S2[k] + b**2) * (xi - a * MU[k])
+
+    return _reference(x, t, e_k)
 
 
 def test_an_independent_exact_field_passes_default_float64_tolerances() -> None:
@@ -149,6 +167,26 @@ def test_dirac_data_default_times_leave_out_t_one() -> None:
         return mp.vector_field(x, t)
 
     assert_vector_field_close(fn, mp, n=4)
+    assert seen == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_posterior_mean_by_its_name_and_its_deprecated_01_name() -> None:
+    assert_quantity_close(reference_posterior_mean, MP, "posterior_mean", n=8)
+    wrong = lambda x, t: 1.01 * reference_posterior_mean(x, t)  # noqa: E731
+    with pytest.warns(DeprecationWarning, match="'x_hat' → 'posterior_mean'"):
+        assert_quantity_close(reference_posterior_mean, MP, "x_hat", n=8)
+    with pytest.raises(AssertionError, match=r"assert_quantity_close\[posterior_mean\]"):
+        assert_quantity_close(wrong, MP, "posterior_mean", n=8)
+
+
+def test_a_quantity_defined_before_one_only_leaves_out_t_one() -> None:
+    seen: list[float] = []
+
+    def fn(x: np.ndarray, t: np.ndarray) -> Any:
+        seen.extend(np.unique(t).tolist())
+        return MP.cfm_floor_integrand(x, t)
+
+    assert_quantity_close(fn, MP, "cfm_floor_integrand", n=4)
     assert seen == [0.0, 0.25, 0.5, 0.75]
 
 

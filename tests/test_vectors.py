@@ -297,3 +297,57 @@ def test_cli_vectors_and_verify(
     (out / "cases" / "linear-full.npz").write_bytes(b"garbage")
     assert main(["verify", str(out), "--impl", "good:impl"]) == 1
     assert "does not match the manifest" in capsys.readouterr().err
+
+
+# -- fmref 0.1 suites and implementations (quantity "x_hat", schema version 1) -------------
+V1 = Path(__file__).parent / "data" / "golden_v1"  # written by fmref 0.1.0, 3 of its 24 cases
+
+
+def test_new_suites_are_schema_2_and_name_the_posterior_mean(suite_dir: Path) -> None:
+    m = json.loads((suite_dir / "manifest.json").read_text())
+    assert SCHEMA_VERSION == 2 and m["schema_version"] == 2
+    assert m["outputs"]["posterior_mean"] == {
+        "description": "posterior mean E[z | X_t = x] (data prediction x̂)",
+        "shape": "(n, d)",
+    }
+    assert "x_hat" not in m["outputs"]
+    assert all("posterior_mean" in c.expected for c in load_suite(suite_dir).cases)
+
+
+def test_a_01_suite_loads_with_x_hat_renamed_and_verifies() -> None:
+    m = json.loads((V1 / "manifest.json").read_text())
+    assert m["schema_version"] == 1 and m["fmref_version"] == "0.1.0" and "x_hat" in m["outputs"]
+    suite = load_suite(V1)
+    assert len(suite.cases) == 3
+    for case in suite.cases:
+        assert "x_hat" not in case.expected
+        # The renamed array is E[z | x] by today's fmref, not some other output.
+        got = _fmref_impl("posterior_mean", case.params, case.inputs)
+        np.testing.assert_allclose(got, case.expected["posterior_mean"], rtol=1e-12, atol=1e-12)
+    rep = verify_suite(V1, _fmref_impl)
+    assert rep.passed and rep.count("pass") == 3 * 6 and rep.count("skip") == 3
+
+
+def test_an_01_implementation_answering_x_hat_is_still_checked() -> None:
+    def old(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        if q == "posterior_mean":
+            return None  # 0.1's protocol knew this quantity as "x_hat" only
+        return _fmref_impl("posterior_mean" if q == "x_hat" else q, case, inputs)
+
+    with pytest.warns(DeprecationWarning, match="'x_hat'"):
+        rep = verify_suite(V1, old, quantities=["posterior_mean"])
+    assert rep.passed and rep.count("pass") == 3
+
+    def old_wrong(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        out = old(q, case, inputs)
+        return None if out is None else 1.01 * out
+
+    with pytest.warns(DeprecationWarning):
+        rep = verify_suite(V1, old_wrong, quantities=["posterior_mean"])
+    assert rep.count("fail") == 3 and not rep.passed
+
+
+def test_verify_accepts_x_hat_as_a_deprecated_quantity_name(suite_dir: Path) -> None:
+    with pytest.warns(DeprecationWarning, match="'x_hat' → 'posterior_mean'"):
+        rep = verify_suite(suite_dir, _fmref_impl, quantities=["x_hat"])
+    assert {r.quantity for r in rep.rows} == {"posterior_mean"} and rep.passed

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from ..marginals import MarginalPath
+from ..marginals import QUANTITY_INFO, MarginalPath, Quantity
 from ..mixtures import GaussianMixture
 from ..paths import GaussianPath
 from ..schedules import SCHEDULES, Schedule
@@ -32,16 +34,29 @@ SUITE_MIXTURES: dict[str, tuple[int, int]] = {
 #: Times of every case (t = 1 is left out for Dirac data, where p_1 has no density).
 SUITE_TIMES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)
 
-#: Exact outputs: name → (description, shape with n, d).
-OUTPUTS: dict[str, tuple[str, str]] = {
-    "log_prob": ("log p_t(x)", "(n,)"),
-    "score": ("∇_x log p_t(x)", "(n, d)"),
-    "vector_field": ("marginal vector field u_t(x)", "(n, d)"),
-    "divergence": ("div u_t(x)", "(n,)"),
-    "dlog_prob_dt": ("∂_t log p_t(x) at fixed x", "(n,)"),
-    "target": ("CFM regression target α̇_t z + β̇_t ε (NaN where β̇_t is infinite)", "(n, d)"),
-    "x_hat": ("posterior mean E[z | X_t = x]", "(n, d)"),
-}
+#: The conditional path's regression target, from each row's z and ε.
+TARGET = Quantity(
+    "target",
+    ("n", "d"),
+    "CFM regression target α̇_t z + β̇_t ε (NaN where α̇_t or β̇_t is infinite)",
+    needs_rates=True,
+)
+
+#: Exact outputs of every case, name → Quantity: the target and records of QUANTITY_INFO.
+OUTPUTS: Mapping[str, Quantity] = MappingProxyType(
+    {
+        q: TARGET if q == "target" else QUANTITY_INFO[q]
+        for q in (
+            "log_prob",
+            "score",
+            "vector_field",
+            "divergence",
+            "dlog_prob_dt",
+            "target",
+            "posterior_mean",
+        )
+    }
+)
 
 #: Inputs of every case: name → description.
 INPUTS: dict[str, str] = {
@@ -94,19 +109,17 @@ def case_arrays(
     z = data.sample(n, g)
     eps = g.standard_normal(z.shape)
     path = GaussianPath(schedule)
-    x = np.asarray(path.sample(z, t, eps))
-    sv = schedule(t)
-    out: dict[str, np.ndarray] = {"t": t, "z": z, "eps": eps, "x": x}
+    ps = path.draw(z, t, eps=eps)
+    out: dict[str, np.ndarray] = {"t": t, "z": z, "eps": eps, "x": np.asarray(ps.x)}
     for name in ("alpha", "beta", "alpha_dot", "beta_dot"):
-        out[name] = np.asarray(getattr(sv, name), dtype=np.float64)
-    r = MarginalPath(data, path).evaluate(
-        x, t, ("log_prob", "score", "vector_field", "divergence", "dlog_prob_dt", "x_hat")
-    )
+        out[name] = np.asarray(getattr(ps.schedule, name), dtype=np.float64)
+    marginal = tuple(q for q in OUTPUTS if q in QUANTITY_INFO)
+    r = MarginalPath(data, path).evaluate(ps.x, t, marginal)
     out.update({k: np.asarray(v, dtype=np.float64) for k, v in r.items()})
-    finite = np.isfinite(out["beta_dot"])
+    finite = np.isfinite(out["alpha_dot"]) & np.isfinite(out["beta_dot"])
     target = np.full_like(z, np.nan)
     if finite.any():
-        target[finite] = np.asarray(path.target(z[finite], eps[finite], t[finite]))
+        target[finite] = np.asarray(path.draw(z[finite], t[finite], eps=eps[finite]).target)
     out["target"] = target
     return out
 

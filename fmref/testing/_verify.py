@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, final
 
 import numpy as np
 
+from ..marginals import QUANTITY_ALIASES
 from ._compare import TOLERANCES, back, compare, dtype_name
 
 Impl = Callable[[str, dict[str, Any], dict[str, np.ndarray]], Any]
 Status = Literal["pass", "fail", "skip", "error"]
+
+#: fmref 0.1's name of each renamed quantity, asked of an implementation that skips the new one.
+_OLD_NAME = {new: old for old, new in QUANTITY_ALIASES.items()}
+
+
+def _ask(impl: Impl, q: str, params: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+    """``impl``'s answer for ``q`` (None when it implements it under neither name)."""
+    for name in (q, _OLD_NAME.get(q)):
+        if name is None:
+            return None
+        try:
+            out = impl(name, dict(params), {k: v.copy() for k, v in inputs.items()})
+        except NotImplementedError:
+            out = None
+        if out is not None:
+            if name != q:
+                warnings.warn(
+                    f"impl answered fmref 0.1's quantity name {name!r}; answer {q!r} instead",
+                    DeprecationWarning,
+                    stacklevel=4,
+                )
+            return out
+    return None
 
 
 @final
@@ -76,9 +101,7 @@ def check_case(
     for q in quantities:
         exp = expected[q]
         try:
-            out = impl(q, dict(params), {k: v.copy() for k, v in inputs.items()})
-        except NotImplementedError:
-            out = None
+            out = _ask(impl, q, params, inputs)
         except Exception as exc:  # the user's code: report, do not crash the table
             rows.append(VerifyRow(case_id, q, "error", message=f"{type(exc).__name__}: {exc}"))
             continue

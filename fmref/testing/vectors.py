@@ -10,7 +10,9 @@ case's parameters, recommended tolerances and the sha256 of every case file.
 
     def impl(quantity: str, case: dict, inputs: dict[str, np.ndarray]) -> array | None
 
-``quantity`` is a key of :data:`OUTPUTS`; ``case`` has ``id``, ``schedule`` (a name of
+``quantity`` is a key of :data:`OUTPUTS` (an implementation written for fmref 0.1 that does
+not answer ``"posterior_mean"`` is asked for 0.1's ``"x_hat"``, with a DeprecationWarning);
+``case`` has ``id``, ``schedule`` (a name of
 ``fmref.schedules.SCHEDULES``), ``schedule_params``, ``kind``, ``weights`` (k,), ``means``
 (k, d) and ``covs`` ((k,), (k, d) or (k, d, d)) as NumPy; ``inputs`` the arrays of
 :data:`INPUTS`. Return an array of any array-API library (torch, JAX, CuPy, NumPy), or None
@@ -31,6 +33,7 @@ from typing import Any, final
 
 import numpy as np
 
+from ..marginals import QUANTITY_ALIASES, canonical_quantities
 from ._cases import (
     INPUTS,
     OUTPUTS,
@@ -48,6 +51,7 @@ from ._verify import Impl, VerifyReport, VerifyRow, check_case
 __all__ = [
     "INPUTS",
     "OUTPUTS",
+    "READABLE_SCHEMA_VERSIONS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "Case",
@@ -60,7 +64,10 @@ __all__ = [
 ]
 
 SCHEMA = "fmref-golden-vectors"
-SCHEMA_VERSION = 1
+#: Version 2 names the posterior mean "posterior_mean"; version 1 (fmref 0.1) called it "x_hat".
+SCHEMA_VERSION = 2
+#: Versions :func:`load_suite` reads; a version-1 suite's arrays are renamed on reading.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 
 
@@ -98,7 +105,9 @@ def _manifest(seed: int, per_time: int) -> tuple[dict[str, Any], dict[str, bytes
         "dtype": "float64",
         "convention": "t = 0 noise (p_init = N(0, I)), t = 1 data; x = alpha_t z + beta_t eps",
         "inputs": INPUTS,
-        "outputs": {k: {"description": d, "shape": s} for k, (d, s) in OUTPUTS.items()},
+        "outputs": {
+            k: {"description": q.description, "shape": q.shape} for k, q in OUTPUTS.items()
+        },
         "tolerances": {k: {"rtol": r, "atol": a} for k, (r, a) in TOLERANCES.items()},
         "cases": cases,
     }
@@ -183,10 +192,10 @@ def load_suite(root: str | os.PathLike[str]) -> Suite:
         raise ValueError(f"{root / MANIFEST} is not valid JSON: {exc}") from None
     _need(isinstance(manifest, dict) and manifest.get("schema") == SCHEMA, "wrong 'schema'", root)
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
         raise ValueError(
             f"{root / MANIFEST}: schema_version {version!r} is not supported (this fmref reads "
-            f"version {SCHEMA_VERSION}); regenerate the suite with this fmref"
+            f"versions {READABLE_SCHEMA_VERSIONS}); regenerate the suite with this fmref"
         )
     _need(isinstance(manifest.get("cases"), list), "'cases' missing", root)
     cases = []
@@ -195,6 +204,8 @@ def load_suite(root: str | os.PathLike[str]) -> Suite:
         ok = isinstance(rel, str) and rel.startswith("cases/") and ".." not in Path(rel).parts
         _need(ok and isinstance(c.get("sha256"), str), f"bad file entry {rel!r}", root)
         arrays = read_npz(root / rel, c["sha256"])
+        if version == 1:
+            arrays = {QUANTITY_ALIASES.get(k, k): a for k, a in arrays.items()}
         missing = [k for k in (*INPUTS, *OUTPUTS) if k not in arrays]
         _need(not missing, f"{rel} lacks arrays {missing}", root)
         bad = [k for k, a in arrays.items() if a.dtype != np.float64]
@@ -232,10 +243,9 @@ def verify_suite(
     suite = root if isinstance(root, Suite) else load_suite(root)
     if not callable(impl):
         raise TypeError(f"impl must be callable, got {type(impl).__name__}")
-    want = tuple(OUTPUTS) if quantities is None else tuple(quantities)
-    bad = [q for q in want if q not in OUTPUTS]
-    if bad or not want:
-        raise ValueError(f"quantities must be a nonempty subset of {tuple(OUTPUTS)}, got {bad}")
+    want = tuple(OUTPUTS)
+    if quantities is not None:
+        want = canonical_quantities(quantities, known=OUTPUTS, stacklevel=2)
     tol = {k: (v["rtol"], v["atol"]) for k, v in suite.manifest.get("tolerances", {}).items()}
     rows: list[VerifyRow] = []
     for case in suite.cases:
