@@ -25,7 +25,7 @@ from .losses import LossEstimate, cfm_floor, cfm_loss, fm_loss
 from .marginals import QUANTITIES, MarginalPath
 from .mixtures import GaussianMixture, eight_gaussians, random_2d, random_mixture
 from .mlp import MLP
-from .optim import Adam, cosine_schedule
+from .optim import Adam, cosine_decay, cosine_schedule
 from .paths import GaussianPath
 from .samplers import SampleResult, integrate
 from .schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
@@ -59,6 +59,7 @@ __all__ = [
     "cfm_loss",
     "continuity",
     "conversions",
+    "cosine_decay",
     "cosine_schedule",
     "eight_gaussians",
     "exact",

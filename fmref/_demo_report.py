@@ -40,7 +40,7 @@ def measure(
     ode = dict(method="rk4", steps=o["ode_steps"])
     gen = sample(model, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
     ref = sample(mp.vector_field, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
-    z = mp.data.sample(m, np.random.default_rng([seed, 5]))
+    z = mp.data.sample(m, rng=np.random.default_rng([seed, 5]))
 
     def mean_se(a: Any) -> tuple[float, float]:
         a = np.asarray(a, dtype=np.float64)

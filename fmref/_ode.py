@@ -8,12 +8,12 @@ value stops the solve with the step index and the time where it happened.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ._check import check_float, check_int
 from ._xp import Array, Namespace, device, from_numpy, namespace, to_numpy
 
 Field = Callable[[Array, Array], Array]
@@ -45,23 +45,20 @@ def time_grid(steps: Any, t0: Any, t1: Any, grid: Any) -> np.ndarray:
                 f"grid[{bad}] = {g[bad]!r}, grid[{bad + 1}] = {g[bad + 1]!r}"
             )
         return g
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    for name, v in (("t0", t0), ("t1", t1)):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-            raise TypeError(f"{name} must be a float in [0, 1], got {v!r}")
-        if not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {v!r}")
-    if float(t0) == float(t1):
+    steps = check_int(steps, "steps", low=1)
+    t0 = check_float(t0, "t0", low=0.0, high=1.0)
+    t1 = check_float(t1, "t1", low=0.0, high=1.0)
+    if t0 == t1:
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0!r}")
-    return np.linspace(float(t0), float(t1), int(steps) + 1)
+    return np.linspace(t0, t1, steps + 1)
 
 
-def check_tolerances(rtol: Any, atol: Any) -> None:
-    for name, v in (("rtol", rtol), ("atol", atol)):
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        if not ok or v <= 0:
-            raise ValueError(f"{name} must be a finite float > 0, got {v!r}")
+def check_tolerances(rtol: Any, atol: Any) -> tuple[float, float]:
+    """Return (rtol, atol) as floats, each finite and > 0."""
+    return (
+        check_float(rtol, "rtol", low=0.0, low_open=True),
+        check_float(atol, "atol", low=0.0, low_open=True),
+    )
 
 
 class CheckedField:

@@ -77,7 +77,7 @@ def _draw(
     """Draw t ~ U[0, t_max), z ~ p_data, ε ~ N(0, I) in that order; return t, z, ε in like's xp."""
     g = rng_from(rng)
     t = t_max * g.random(n)
-    z = marginal.data.sample(n, g)
+    z = marginal.data.sample(n, rng=g)
     eps = g.standard_normal(z.shape)
     if like is None:
         return t, z, eps, namespace(z)
@@ -243,7 +243,7 @@ def floor_profile(
     mean, se = np.empty_like(ts), np.empty_like(ts)
     for i, ti in enumerate(ts):
         tt = np.full(int(n), ti)
-        x = marginal.sample(int(n), tt, g)
+        x = marginal.sample(int(n), tt, rng=g)
         ell = np.asarray(marginal.cfm_floor_integrand(x, tt), dtype=np.float64)
         mean[i], se[i] = ell.mean(), ell.std(ddof=1) / math.sqrt(n)
     return mean, se

@@ -14,9 +14,10 @@ from typing import Any, final
 import numpy as np
 
 from . import _ode
+from ._check import MISSING, check_int, positional_rng
 from ._xp import Array, device, float_array, from_numpy
 from .marginals import MarginalPath
-from .mixtures import _like, rng_from
+from .mixtures import _like
 
 __all__ = ["METHODS", "ORDERS", "SampleResult", "integrate", "sample"]
 
@@ -110,8 +111,8 @@ def integrate(
 def sample(
     field: Any,
     n: int,
-    rng: Any,
-    *,
+    *args: Any,
+    rng: Any = MISSING,
     marginal: MarginalPath | None = None,
     like: Any = None,
     dim: int | None = None,
@@ -122,12 +123,12 @@ def sample(
     Start points are exact samples of p_{t0} from ``marginal`` when given (needed for VP,
     whose α_0 ≠ 0), else p_init = N(0, I_d), which is p_0 only, so then the start time must
     be 0. ``dim`` defaults to ``marginal.dim`` or a ``dim`` attribute of the field (or of the
-    object a bound-method field belongs to). Draws are float64 NumPy, or the namespace, device
+    object a bound-method field belongs to). ``rng`` is keyword-only (positional is
+    deprecated): a Generator or an int seed. Draws are float64 NumPy, or the namespace, device
     and dtype of ``like``.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    g = rng_from(rng)
+    n = check_int(n, "n", low=1)
+    g = positional_rng(args, rng, "samplers.sample")
     grid = integrate_kwargs.get("grid")
     start = (
         float(_ode.time_grid(1, 0.0, 1.0, grid)[0])
@@ -137,7 +138,7 @@ def sample(
     if marginal is not None:
         if not isinstance(marginal, MarginalPath):
             raise TypeError(f"marginal must be a MarginalPath, got {type(marginal).__name__}")
-        x0 = marginal.sample(int(n), start, g, like=like)
+        x0 = marginal.sample(int(n), start, rng=g, like=like)
     else:
         if start != 0.0:
             raise ValueError(
@@ -145,9 +146,9 @@ def sample(
                 "from exact samples of p_t0"
             )
         d = dim if dim is not None else _infer_dim(field)
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-            raise ValueError(f"dim must be an int >= 1 (or inferable from the field), got {d!r}")
-        x0 = g.standard_normal((int(n), int(d)))
+        if d is None:
+            raise TypeError("dim is required: the field has no dim attribute to infer it from")
+        x0 = g.standard_normal((n, check_int(d, "dim", low=1)))
         if like is not None:
             x0 = _like(x0, like)
     return integrate(field, x0, **integrate_kwargs)

@@ -65,15 +65,15 @@ def test_mixture_parameter_types_and_means() -> None:
 def test_sampling_arguments() -> None:
     gm = GaussianMixture([1.0], [[0.0]], [1.0])
     with pytest.raises(ValueError, match=r"\bn\b"):
-        gm.sample(-1, 0)
+        gm.sample(-1, rng=0)
     with pytest.raises(TypeError, match=r"\bn\b"):
-        gm.sample(2.0, 0)  # type: ignore[arg-type]
+        gm.sample(2.0, rng=0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="rng"):
-        gm.sample(2, None)
+        gm.sample(2, rng=None)
     with pytest.raises(TypeError, match="rng"):
-        gm.sample(2, 1.5)
+        gm.sample(2, rng=1.5)
     with pytest.raises(ValueError, match=r"\bt\b"):
-        MarginalPath(gm, Linear()).sample(3, 1.5, 0)
+        MarginalPath(gm, Linear()).sample(3, 1.5, rng=0)
 
 
 # -- points and times ----------------------------------------------------------------------

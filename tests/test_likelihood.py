@@ -29,7 +29,7 @@ def _mixture() -> GaussianMixture:
 def test_exact_field_reproduces_log_p_data(data, schedule):
     """Target ≤ 1e-5 nats in float64; DOP853 at rtol = atol = 1e-10 reaches ~1e-9."""
     mp = MarginalPath(data, schedule)
-    x1 = data.sample(150, 0)
+    x1 = data.sample(150, rng=0)
     res = log_likelihood(mp.vector_field, x1, divergence=mp.divergence)
     np.testing.assert_allclose(res.log_prob, data.log_prob(x1), rtol=0, atol=1e-8)
     np.testing.assert_allclose(res.log_prob, res.log_p0 - res.delta, rtol=0, atol=1e-12)
@@ -39,7 +39,7 @@ def test_exact_field_reproduces_log_p_data(data, schedule):
 def test_vp_needs_exact_log_p0():
     data = _mixture()
     mp = MarginalPath(data, VP())
-    x1 = data.sample(100, 1)
+    x1 = data.sample(100, rng=1)
     res = log_likelihood(mp.vector_field, x1, log_p0=lambda x: mp.log_prob(x, 0.0))
     np.testing.assert_allclose(res.log_prob, data.log_prob(x1), rtol=0, atol=1e-8)
     # N(0, I) in place of p_0 is off by a visible amount (α_0 ≈ 6e-3, so only slightly).
@@ -50,7 +50,7 @@ def test_vp_needs_exact_log_p0():
 def test_start_time_after_zero_with_exact_log_p_t0():
     data = _mixture()
     mp = MarginalPath(data, Cosine())
-    x1 = data.sample(50, 3)
+    x1 = data.sample(50, rng=3)
     res = log_likelihood(mp.vector_field, x1, t0=0.4, log_p0=lambda x: mp.log_prob(x, 0.4))
     np.testing.assert_allclose(res.log_prob, data.log_prob(x1), rtol=0, atol=1e-8)
 
@@ -69,7 +69,7 @@ def test_single_gaussian_closed_forms(schedule):
 
 def test_fused_and_plain_callables_agree_and_fixed_step_converges():
     mp = MarginalPath(_mixture(), Cosine())
-    x1 = mp.data.sample(60, 3)
+    x1 = mp.data.sample(60, rng=3)
     fused = log_likelihood(mp.vector_field, x1, divergence=mp.divergence)
     plain = log_likelihood(
         lambda x, t: mp.vector_field(x, t), x1, divergence=lambda x, t: mp.divergence(x, t)
@@ -100,7 +100,7 @@ class _JvpOnly:
 def test_hutchinson_is_unbiased(source, probe):
     """Mean over points of (estimate − exact) ∫ div u is within 4 of its standard errors."""
     mp = MarginalPath(_mixture(), Linear())
-    x1 = mp.data.sample(150, 4)
+    x1 = mp.data.sample(150, rng=4)
     exact = log_likelihood(mp.vector_field, x1, method="rk4", steps=40)
     field = mp.vector_field if source != "fd" else (lambda x, t: mp.vector_field(x, t))
     js = _JvpOnly(mp) if source == "jvp" else None
@@ -124,7 +124,7 @@ def test_hutchinson_is_unbiased(source, probe):
 def test_rademacher_is_exact_for_isotropic_jacobian():
     """Single isotropic Gaussian data: ∇u = c_t I, so vᵀ∇u v = c_t d for every ±1 probe."""
     mp = MarginalPath(GaussianMixture.gaussian(MEAN, 0.5), Cosine())
-    x1 = mp.data.sample(20, 6)
+    x1 = mp.data.sample(20, rng=6)
     exact = log_likelihood(mp.vector_field, x1, method="rk4", steps=30)
     est = log_likelihood(mp.vector_field, x1, divergence="hutchinson", n_probes=3, rng=0,
                          method="rk4", steps=30)  # fmt: skip
@@ -138,7 +138,7 @@ def test_rademacher_is_exact_for_isotropic_jacobian():
 @pytest.mark.parametrize("method", ["rk4", "dop853"])
 def test_backends_agree(backend, method):
     mp = MarginalPath(_mixture(), Linear())
-    x1 = mp.data.sample(20, 7)
+    x1 = mp.data.sample(20, rng=7)
     # A loose tolerance keeps the adaptive run short (torch pays a fixed cost per call).
     kw = {"method": method, "steps": 20, "rtol": 1e-6, "atol": 1e-6}
     want = log_likelihood(mp.vector_field, x1, **kw)
@@ -150,7 +150,7 @@ def test_backends_agree(backend, method):
 
 def test_bad_input():
     mp = MarginalPath(_mixture(), Linear())
-    x1 = mp.data.sample(5, 8)
+    x1 = mp.data.sample(5, rng=8)
     u = mp.vector_field
     with pytest.raises(ValueError, match="rng"):
         log_likelihood(u, x1, divergence="hutchinson")
@@ -213,4 +213,4 @@ def test_mlp_field_exact_trace_and_hutchinson():
     # sample() reads the dimension from the MLP.
     from fmref.samplers import sample
 
-    assert sample(mlp, 5, 0, method="euler", steps=2).x.shape == (5, 2)
+    assert sample(mlp, 5, rng=0, method="euler", steps=2).x.shape == (5, 2)
