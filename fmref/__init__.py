@@ -20,7 +20,7 @@ from . import (
     sde,
     train,
 )
-from .likelihood import LikelihoodResult, log_likelihood
+from .likelihood import Hutchinson, LikelihoodResult, log_likelihood
 from .losses import LossEstimate, cfm_floor, cfm_loss, fm_loss
 from .marginals import QUANTITIES, MarginalPath
 from .mixtures import GaussianMixture, eight_gaussians, random_2d, random_mixture
@@ -42,6 +42,7 @@ __all__ = [
     "Custom",
     "GaussianMixture",
     "GaussianPath",
+    "Hutchinson",
     "LikelihoodResult",
     "Linear",
     "LinearVP",

@@ -19,11 +19,13 @@ from ._xp import Array, device, float_array, from_numpy
 from .marginals import MarginalPath
 from .mixtures import _like
 
-__all__ = ["METHODS", "ORDERS", "SampleResult", "integrate", "sample"]
+__all__ = ["METHODS", "ORDERS", "Method", "SampleResult", "integrate", "sample"]
 
+Method = _ode.Method
+#: The methods, name → :class:`Method` (step function, order, stage nodes).
 METHODS = _ode.METHODS
-#: Classical order of each method's global error (the adaptive ones: their propagated order).
-ORDERS = {**_ode.FIXED_ORDERS, "rk45": 5, "dop853": 8}
+#: Classical order of each method's global error, read off :data:`METHODS`.
+ORDERS = {name: m.order for name, m in METHODS.items()}
 
 
 @final
@@ -62,7 +64,8 @@ def integrate(
 ) -> SampleResult:
     """Integrate dx/dt = field(x, t) from x0 at the first time to the last.
 
-    Fixed-step updates with h = t_{i+1} − t_i and k1 = u(x_i, t_i):
+    Fixed-step updates with h = t_{i+1} − t_i and k1 = u(x_i, t_i) (each method's order and
+    stage nodes are in :data:`METHODS`):
 
     - ``euler`` (Algorithm 1): x_{i+1} = x_i + h k1
     - ``heun``: k2 = u(x_i + h k1, t_{i+1}); x_{i+1} = x_i + h (k1 + k2)/2
@@ -85,23 +88,20 @@ def integrate(
     SampleResult with ``x`` in x0's namespace, device and dtype.
     """
     x0, xp = float_array(x0, "x0", ndim=2)
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    m = _ode.method(method)
     g = _ode.time_grid(steps, t0, t1, grid)
     dev = device(x0)
-    f = _ode.CheckedField(field, xp, tuple(x0.shape), x0.dtype, dev)
-    if method in _ode.ADAPTIVE:
-        _ode.check_tolerances(rtol, atol)
-        ts, states = _ode.adaptive(
-            method, f, x0, g, rtol=float(rtol), atol=float(atol), at_grid=grid is not None
-        )
+    f = _ode.CheckedField(field, x0)
+    if m.step is None:
+        rtol, atol = _ode.check_tolerances(rtol, atol)
+        ts, states = _ode.adaptive(m, f, x0, g, rtol=rtol, atol=atol, at_grid=grid is not None)
         x = from_numpy(states[-1], xp, dev, x0.dtype)
         traj = from_numpy(states, xp, dev, x0.dtype) if return_trajectory else None
         return SampleResult(x, traj, ts, f.nfe, method)
     x = x0
     kept = [x0] if return_trajectory else []
     for i in range(g.shape[0] - 1):
-        x = _ode.fixed_step(method, f, x, float(g[i]), float(g[i + 1]), i)
+        x = m.step(f, x, float(g[i]), float(g[i + 1]), f"step {i}")
         if return_trajectory:
             kept.append(x)
     traj = xp.stack(kept, axis=0) if return_trajectory else None
@@ -155,7 +155,7 @@ def sample(
 
 
 def _infer_dim(field: Any) -> Any:
-    for owner in (field, getattr(field, "__self__", None)):
+    for owner in (field, _ode.bound_owner(field)):
         d = getattr(owner, "dim", None)
         if d is not None:
             return d

@@ -92,8 +92,8 @@ def integrate_sde(
     if np.any(sig > 0) and score is None:
         raise ValueError("score is required when sigma is positive somewhere")
     dev, shape = device(x0), tuple(x0.shape)
-    f = _ode.CheckedField(field, xp, shape, x0.dtype, dev)
-    s = None if score is None else _ode.CheckedField(score, xp, shape, x0.dtype, dev, "score")
+    f = _ode.CheckedField(field, x0)
+    s = None if score is None else _ode.CheckedField(score, x0, name="score")
     x = x0
     kept = [x0] if return_trajectory else []
     for i in range(ts.shape[0] - 1):
