@@ -15,9 +15,9 @@ from typing import Any, final
 
 import numpy as np
 
+from ._check import check_float, check_int, check_rng
 from ._xp import Array, Namespace, device, from_numpy, namespace, to_numpy
 from .marginals import MarginalPath
-from .mixtures import rng_from
 from .schedules import Polynomial
 
 __all__ = ["LossEstimate", "cfm_floor", "cfm_loss", "floor_profile", "fm_loss"]
@@ -63,19 +63,16 @@ class LossEstimate:
 def _check(marginal: Any, n: Any, t_max: Any, bins: Any) -> None:
     if not isinstance(marginal, MarginalPath):
         raise TypeError(f"marginal must be a MarginalPath, got {type(marginal).__name__}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
-    if not isinstance(t_max, (int, float)) or not (0.0 < float(t_max) <= 1.0):
-        raise ValueError(f"t_max must be a float in (0, 1], got {t_max!r}")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be an int >= 1, got {bins!r}")
+    check_int(n, "n", low=2)
+    check_float(t_max, "t_max", low=0.0, high=1.0, low_open=True)
+    check_int(bins, "bins", low=1)
 
 
 def _draw(
     marginal: MarginalPath, n: int, rng: Any, t_max: float, like: Any
 ) -> tuple[Array, Array, Array, Namespace]:
     """Draw t ~ U[0, t_max), z ~ p_data, ε ~ N(0, I) in that order; return t, z, ε in like's xp."""
-    g = rng_from(rng)
+    g = check_rng(rng)
     t = t_max * g.random(n)
     z = marginal.data.sample(n, rng=g)
     eps = g.standard_normal(z.shape)
@@ -239,7 +236,7 @@ def floor_profile(
     if ts.ndim != 1 or not np.all((ts >= 0) & (ts < 1)):
         raise ValueError("t must be a 1-D array of times in [0, 1)")
     _check(marginal, n, 1.0, 1)
-    g = rng_from(rng)
+    g = check_rng(rng)
     mean, se = np.empty_like(ts), np.empty_like(ts)
     for i, ti in enumerate(ts):
         tt = np.full(int(n), ti)

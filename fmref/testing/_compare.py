@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._check import check_float, check_int
 from ._tolerance import Converter, back, compare, fmt
 
 #: Default times of :func:`fmref.testing.assert_quantity_close` (less undefined ones).
@@ -16,15 +17,11 @@ DEFAULT_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    return int(n)
+    return check_int(n, "n", low=1)
 
 
 def check_q(q: Any) -> float:
-    if not (isinstance(q, (int, float)) and 0 < q <= 1):
-        raise ValueError(f"quantile must be a number in (0, 1], got {q!r}")
-    return float(q)
+    return check_float(q, "quantile", low=0.0, high=1.0, low_open=True)
 
 
 def valid_times(

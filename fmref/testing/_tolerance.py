@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._check import check_float
 from .._xp import device, from_numpy, namespace, to_numpy
 
 #: dtype name → (rtol, atol) for closed-form quantities; see the table in ``fmref.testing``.
@@ -33,8 +34,8 @@ def default_tolerance(
     Unknown dtypes get the float32 row.
     """
     for name, v in (("rtol", rtol), ("atol", atol)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise ValueError(f"{name} must be a nonnegative number or None, got {v!r}")
+        if v is not None:
+            check_float(v, name, low=0.0)
     r0, a0 = TOLERANCES.get(dtype_name(dtype), TOLERANCES["float32"])
     return (
         r0 * scale if rtol is None else float(rtol),
