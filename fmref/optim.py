@@ -25,7 +25,7 @@ from ._xp import Array, device, from_numpy, namespace, to_numpy
 __all__ = ["Adam", "cosine_decay", "cosine_schedule"]
 
 
-def cosine_decay(total_steps: int, warmup: int = 0) -> Callable[[int], float]:
+def cosine_decay(total_steps: int, *, warmup: int = 0) -> Callable[[int], float]:
     """Return the lr multiplier k ↦ s(k) for step index k = 0, 1, ... (k steps already taken).
 
     Linear warm-up s(k) = (k + 1)/warmup for k < warmup, then cosine decay
@@ -54,7 +54,7 @@ def cosine_schedule(total_steps: int, warmup: int = 0) -> Callable[[int], float]
         DeprecationWarning,
         stacklevel=2,
     )
-    return cosine_decay(total_steps, warmup)
+    return cosine_decay(total_steps, warmup=warmup)
 
 
 def _finite(v: Any, name: str, low: float, *, strict: bool) -> float:
@@ -83,6 +83,7 @@ class Adam:
     def __init__(
         self,
         params: Sequence[Array],
+        *,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
