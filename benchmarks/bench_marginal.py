@@ -155,7 +155,7 @@ def per_row_times(quick: bool) -> list[dict[str, Any]]:
         mp = MarginalPath(data, Linear())
         g = np.random.default_rng(2)
         t = g.uniform(0.05, 0.95, n)
-        x = mp.sample(n, t, g)
+        x = mp.sample(n, t, rng=g)
         sec = best_time(lambda mp=mp, x=x, t=t: mp.evaluate(x, t, QUANTITIES))
         row: dict[str, Any] = {
             "bench": "marginal_per_row_t",

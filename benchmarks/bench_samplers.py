@@ -69,7 +69,7 @@ def _ode_row(method: str, n: int, steps: int, budget: int | None = None) -> dict
 
 def _likelihood_row(method: str, n: int, **kw: Any) -> dict[str, Any]:
     mp, spent = _timed_path()
-    x1 = mp.data.sample(n, 1)
+    x1 = mp.data.sample(n, rng=1)
     exact = mp.data.log_prob(x1)
     spent[0] = 0.0
     t0 = time.perf_counter()

@@ -20,12 +20,12 @@ from . import (
     sde,
     train,
 )
-from .likelihood import LikelihoodResult, log_likelihood
+from .likelihood import Hutchinson, LikelihoodResult, log_likelihood
 from .losses import LossEstimate, cfm_floor, cfm_loss, fm_loss
 from .marginals import QUANTITIES, QUANTITY_INFO, MarginalPath
 from .mixtures import GaussianMixture, eight_gaussians, random_2d, random_mixture
 from .mlp import MLP
-from .optim import Adam, cosine_schedule
+from .optim import Adam, cosine_decay, cosine_schedule
 from .paths import GaussianPath, PathSample
 from .samplers import SampleResult, integrate
 from .schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
@@ -43,6 +43,7 @@ __all__ = [
     "Custom",
     "GaussianMixture",
     "GaussianPath",
+    "Hutchinson",
     "LikelihoodResult",
     "Linear",
     "LinearVP",
@@ -61,6 +62,7 @@ __all__ = [
     "cfm_loss",
     "continuity",
     "conversions",
+    "cosine_decay",
     "cosine_schedule",
     "eight_gaussians",
     "exact",

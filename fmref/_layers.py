@@ -1,6 +1,6 @@
 """The MLP's building blocks, each backward beside its forward (micrograd style).
 
-``Linear`` is the affine layer y = x W + b (W stored (in, out)); an activation's ``forward``
+``Dense`` is the affine layer y = x W + b (W stored (in, out)); an activation's ``forward``
 saves what its ``derivative`` needs, and ``backward`` multiplies the incoming gradient by it.
 Arrays passed as ``z`` or ``g`` are owned by the caller and may be overwritten: the model
 always passes fresh temporaries, which saves a copy per layer.
@@ -15,11 +15,11 @@ import numpy as np
 
 from ._xp import Array, Namespace, is_numpy
 
-__all__ = ["ACTIVATIONS", "Linear"]
+__all__ = ["ACTIVATIONS", "Dense"]
 
 
 @final
-class Linear:
+class Dense:
     """Affine layer y = x W + b with W of shape (in, out)."""
 
     @staticmethod

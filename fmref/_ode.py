@@ -1,5 +1,6 @@
-"""ODE machinery shared by the samplers and the likelihood: time grids, checked field calls,
-fixed-step Runge–Kutta steps and the adaptive ``solve_ivp`` reference.
+"""ODE machinery shared by the samplers, the SDE and the likelihood: time grids, the one
+checked field wrapper, the table of methods (step, order, stage nodes) and the adaptive
+``solve_ivp`` reference.
 
 A *field* is any callable ``u(x, t)`` with x of shape (n, d) and t an (n,) array of the same
 namespace and dtype, returning (n, d). Every call is checked: a wrong shape or a non-finite
@@ -8,21 +9,17 @@ value stops the solve with the step index and the time where it happened.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, final
 
 import numpy as np
 
-from ._xp import Array, Namespace, device, from_numpy, namespace, to_numpy
+from ._check import check_callable, check_choice, check_float, check_int
+from ._xp import Array, device, from_numpy, namespace, to_numpy
 
 Field = Callable[[Array, Array], Array]
-
-#: Fixed-step methods and their classical orders (global error O(h^order)).
-FIXED_ORDERS = {"euler": 1, "heun": 2, "midpoint": 2, "rk4": 4}
-#: Adaptive methods, mapped to ``scipy.integrate.solve_ivp`` names.
-ADAPTIVE = {"rk45": "RK45", "dop853": "DOP853"}
-METHODS = (*FIXED_ORDERS, *ADAPTIVE)
 
 
 def time_grid(steps: Any, t0: Any, t1: Any, grid: Any) -> np.ndarray:
@@ -45,88 +42,147 @@ def time_grid(steps: Any, t0: Any, t1: Any, grid: Any) -> np.ndarray:
                 f"grid[{bad}] = {g[bad]!r}, grid[{bad + 1}] = {g[bad + 1]!r}"
             )
         return g
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    for name, v in (("t0", t0), ("t1", t1)):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-            raise TypeError(f"{name} must be a float in [0, 1], got {v!r}")
-        if not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {v!r}")
-    if float(t0) == float(t1):
+    steps = check_int(steps, "steps", low=1)
+    t0 = check_float(t0, "t0", low=0.0, high=1.0)
+    t1 = check_float(t1, "t1", low=0.0, high=1.0)
+    if t0 == t1:
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0!r}")
-    return np.linspace(float(t0), float(t1), int(steps) + 1)
+    return np.linspace(t0, t1, steps + 1)
 
 
-def check_tolerances(rtol: Any, atol: Any) -> None:
-    for name, v in (("rtol", rtol), ("atol", atol)):
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        if not ok or v <= 0:
-            raise ValueError(f"{name} must be a finite float > 0, got {v!r}")
+def check_tolerances(rtol: Any, atol: Any) -> tuple[float, float]:
+    """Return (rtol, atol) as floats, each finite and > 0."""
+    return (
+        check_float(rtol, "rtol", low=0.0, low_open=True),
+        check_float(atol, "atol", low=0.0, low_open=True),
+    )
+
+
+def bound_owner(obj: Any) -> Any:
+    """Return the object a bound method belongs to (its ``__self__``), else None."""
+    return getattr(obj, "__self__", None)
 
 
 class CheckedField:
-    """Call ``field(x, t)`` at a scalar time, counting calls and checking every output."""
+    """Call a field ``u(x, t)`` for the samplers, the SDE and the likelihood, checking each call.
 
-    def __init__(
-        self,
-        field: Any,
-        xp: Namespace,
-        shape: tuple[int, int],
-        dtype: Any,
-        dev: Any,
-        name: str = "field",
-    ) -> None:
-        if not callable(field):
-            raise TypeError(f"{name} must be callable as {name}(x, t), got {type(field).__name__}")
-        self.field, self.xp, self.shape, self.dtype, self.dev = field, xp, shape, dtype, dev
-        self.name = name
+    ``t`` may be a float (broadcast to an (n,) array of x's namespace, dtype and device) or
+    already such an array. Every output must have shape (n, width) (width defaults to d), the
+    namespace and dtype of x, and finite values; otherwise the error names the field, where
+    the call happened and the time. ``nfe`` counts the calls.
+    """
+
+    def __init__(self, field: Any, like: Array, *, name: str = "field", width: int | None = None):
+        check_callable(field, name, f"{name}(x, t)")
+        self.field, self.name = field, name
+        self.xp, self.dtype, self.dev = namespace(like), like.dtype, device(like)
+        self.width = like.shape[1] if width is None else width
         self.nfe = 0
 
-    def __call__(self, x: Array, t: float, where: str) -> Array:
+    def __call__(self, x: Array, t: Any, where: str = "a call") -> Array:
         xp = self.xp
-        tt = xp.full((self.shape[0],), t, dtype=self.dtype, device=self.dev)
+        if isinstance(t, (int, float)):
+            tt, t_show = xp.full((x.shape[0],), t, dtype=self.dtype, device=self.dev), t
+        else:
+            tt, t_show = t, float(t[0])
         u = self.field(x, tt)
         self.nfe += 1
-        shape = tuple(getattr(u, "shape", ()))
-        if shape != self.shape:
+        shape, want = tuple(getattr(u, "shape", ())), (x.shape[0], self.width)
+        if shape != want:
             raise ValueError(
-                f"{self.name} returned shape {shape} at {where} (t = {t!r}); "
-                f"expected {self.shape}, the shape of x"
+                f"{self.name} returned shape {shape} at {where} (t = {t_show!r}); expected {want}"
             )
         if namespace(u) is not xp or u.dtype != self.dtype:
             raise TypeError(
                 f"{self.name} returned a {type(u).__name__} of dtype {u.dtype} at {where} "
-                f"(t = {t!r}); expected an array of x's namespace with dtype {self.dtype}"
+                f"(t = {t_show!r}); expected an array of x's namespace with dtype {self.dtype}"
             )
         if not bool(xp.all(xp.isfinite(u))):
-            raise ValueError(f"{self.name} returned non-finite values at {where} (t = {t!r})")
+            raise ValueError(f"{self.name} returned non-finite values at {where} (t = {t_show!r})")
         return u
 
 
-def fixed_step(method: str, f: CheckedField, x: Array, t: float, t_next: float, i: int) -> Array:
-    """Advance x from t to t_next by one step of ``method`` (Euler is Algorithm 1)."""
+Step = Callable[[CheckedField, Array, float, float, str], Array]
+
+
+def _euler(f: CheckedField, x: Array, t: float, t_next: float, w: str) -> Array:
+    return x + (t_next - t) * f(x, t, w)
+
+
+def _heun(f: CheckedField, x: Array, t: float, t_next: float, w: str) -> Array:
     h = t_next - t
-    w = f"step {i}"
-    if method == "euler":
-        return x + h * f(x, t, w)
-    if method == "heun":
-        k1 = f(x, t, w)
-        k2 = f(x + h * k1, t_next, w)
-        return x + (0.5 * h) * (k1 + k2)
-    if method == "midpoint":
-        k1 = f(x, t, w)
-        return x + h * f(x + (0.5 * h) * k1, t + 0.5 * h, w)
-    if method == "rk4":
-        k1 = f(x, t, w)
-        k2 = f(x + (0.5 * h) * k1, t + 0.5 * h, w)
-        k3 = f(x + (0.5 * h) * k2, t + 0.5 * h, w)
-        k4 = f(x + h * k3, t_next, w)
-        return x + (h / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    k1 = f(x, t, w)
+    k2 = f(x + h * k1, t_next, w)
+    return x + (0.5 * h) * (k1 + k2)
+
+
+def _midpoint(f: CheckedField, x: Array, t: float, t_next: float, w: str) -> Array:
+    h = t_next - t
+    k1 = f(x, t, w)
+    return x + h * f(x + (0.5 * h) * k1, t + 0.5 * h, w)
+
+
+def _rk4(f: CheckedField, x: Array, t: float, t_next: float, w: str) -> Array:
+    h = t_next - t
+    k1 = f(x, t, w)
+    k2 = f(x + (0.5 * h) * k1, t + 0.5 * h, w)
+    k3 = f(x + (0.5 * h) * k2, t + 0.5 * h, w)
+    k4 = f(x + h * k3, t_next, w)
+    return x + (h / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
+
+
+@final
+@dataclass(frozen=True)
+class Method:
+    """One ODE method of :data:`METHODS`.
+
+    Attributes
+    ----------
+    name : the ``method=`` string.
+    order : classical order of the global error, O(h^order) (adaptive: the propagated order).
+    nodes : fixed-step methods: the time of each field call within one step, in call order,
+        as an exact fraction c_i of the step (the call is at t_i + c_i h); None for the
+        adaptive methods, whose steps and rejected trials the solver chooses.
+    step : fixed-step methods: ``step(f, x, t, t_next, where)`` → x at t_next; else None.
+    scipy_name : adaptive methods: the ``scipy.integrate.solve_ivp`` method; else None.
+    """
+
+    name: str
+    order: int
+    nodes: tuple[Fraction, ...] | None
+    step: Step | None = None
+    scipy_name: str | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether ``solve_ivp`` chooses the steps."""
+        return self.step is None
+
+
+_HALF = Fraction(1, 2)
+
+#: The ODE methods, by name: fixed-step Euler (Algorithm 1), Heun, midpoint, classical RK4,
+#: and the adaptive ``solve_ivp`` references.
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("euler", 1, (Fraction(0),), _euler),
+        Method("heun", 2, (Fraction(0), Fraction(1)), _heun),
+        Method("midpoint", 2, (Fraction(0), _HALF), _midpoint),
+        Method("rk4", 4, (Fraction(0), _HALF, _HALF, Fraction(1)), _rk4),
+        Method("rk45", 5, None, scipy_name="RK45"),
+        Method("dop853", 8, None, scipy_name="DOP853"),
+    )
+}
+
+
+def method(name: Any) -> Method:
+    """Return the :data:`METHODS` record called ``name``."""
+    return METHODS[check_choice(name, "method", METHODS)]
 
 
 def adaptive(
-    method: str,
+    m: Method,
     f: CheckedField,
     x0: Array,
     grid: np.ndarray,
@@ -142,7 +198,7 @@ def adaptive(
     """
     from scipy.integrate import solve_ivp
 
-    xp, (n, d) = f.xp, f.shape
+    xp, (n, d) = f.xp, tuple(x0.shape)
     dev = device(x0)
     lo, hi = float(min(grid[0], grid[-1])), float(max(grid[0], grid[-1]))
 
@@ -158,12 +214,12 @@ def adaptive(
         rhs,
         (float(grid[0]), float(grid[-1])),
         y0,
-        method=ADAPTIVE[method],
+        method=m.scipy_name,
         rtol=rtol,
         atol=atol,
         t_eval=grid if at_grid else None,
     )
     if sol.status != 0:
-        raise RuntimeError(f"solve_ivp ({ADAPTIVE[method]}) failed: {sol.message}")
+        raise RuntimeError(f"solve_ivp ({m.scipy_name}) failed: {sol.message}")
     states = np.ascontiguousarray(sol.y.T).reshape(-1, n, d)
     return np.asarray(sol.t, dtype=np.float64), states

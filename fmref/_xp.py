@@ -14,6 +14,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from ._check import check_int
+
 Array = Any
 Namespace = Any
 
@@ -149,9 +151,7 @@ def memory_budget(budget: int | None = None) -> int:
     The environment variable accepts plain bytes or a suffix ``K``, ``M``, ``G`` (binary units).
     """
     if budget is not None:
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-            raise ValueError(f"memory_budget must be a positive int of bytes, got {budget!r}")
-        return budget
+        return check_int(budget, "memory_budget", low=1)
     raw = os.environ.get(_BUDGET_ENV)
     if not raw:
         return DEFAULT_MEMORY_BUDGET

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ._check import check_float
 from ._xp import Array, namespace
 from .marginals import MarginalPath
 from .schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule
@@ -111,8 +112,7 @@ def ve_denoiser(marginal: MarginalPath, x_sigma: Any, sigma: float) -> Array:
 
 
 def _ve_time(marginal: MarginalPath, sigma: float) -> tuple[float, float]:
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a finite float > 0, got {sigma!r}")
+    sigma = check_float(sigma, "sigma", low=0.0, low_open=True)
     t = float(time_from_sigma(marginal.schedule, sigma))
     return t, float(marginal.schedule(np.asarray(t)).alpha)
 
@@ -191,8 +191,7 @@ def torchcfm_schedule(matcher: str, sigma: float = 0.0) -> Schedule:
     """
     if matcher not in _TORCHCFM:
         raise ValueError(f"matcher must be one of {_TORCHCFM}, got {matcher!r}")
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and 0 <= sigma < 1):
-        raise ValueError(f"sigma must be a float in [0, 1), got {sigma!r}")
+    sigma = check_float(sigma, "sigma", low=0.0, high=1.0, high_open=True)
     s2 = float(sigma) ** 2
     h = math.pi / 2
     if matcher == "target":

@@ -160,7 +160,7 @@ def measure(
     ode = dict(method="rk4", steps=o["ode_steps"])
     gen = sample(model, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
     ref = sample(mp.vector_field, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
-    z = mp.data.sample(m, np.random.default_rng([seed, 5]))
+    z = mp.data.sample(m, rng=np.random.default_rng([seed, 5]))
 
     def mean_se(a: Any) -> tuple[float, float]:
         a = np.asarray(a, dtype=np.float64)
@@ -216,9 +216,9 @@ def _figures(
     from .samplers import integrate
 
     g = np.random.default_rng([o["seed"], 6])
-    plotting.plot_conditional_path(mp, mp.data.sample(1, g)[0], out / FIGURES[0], rng=g)
+    plotting.plot_conditional_path(mp, mp.data.sample(1, rng=g)[0], out / FIGURES[0], rng=g)
     plotting.plot_marginal_path(mp, out / FIGURES[1])
-    x0 = mp.sample(48, 0.0, g)
+    x0 = mp.sample(48, 0.0, rng=g)
     kw = dict(method="rk4", steps=o["ode_steps"], return_trajectory=True)
     trajs = tuple(np.asarray(integrate(f, x0, **kw).trajectory) for f in (mp.vector_field, model))
     plotting.plot_vector_fields(mp, model, out / FIGURES[2], trajectories=trajs)  # type: ignore[arg-type]

@@ -15,9 +15,9 @@ from typing import Any, final
 
 import numpy as np
 
+from ._check import check_float, check_int, check_rng
 from ._xp import Array, Namespace, device, from_numpy, namespace, to_numpy
 from .marginals import MarginalPath
-from .mixtures import rng_from
 from .paths import PathSample
 from .schedules import Polynomial
 
@@ -64,19 +64,16 @@ class LossEstimate:
 def _check(marginal: Any, n: Any, t_max: Any, bins: Any) -> None:
     if not isinstance(marginal, MarginalPath):
         raise TypeError(f"marginal must be a MarginalPath, got {type(marginal).__name__}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
-    if not isinstance(t_max, (int, float)) or not (0.0 < float(t_max) <= 1.0):
-        raise ValueError(f"t_max must be a float in (0, 1], got {t_max!r}")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be an int >= 1, got {bins!r}")
+    check_int(n, "n", low=2)
+    check_float(t_max, "t_max", low=0.0, high=1.0, low_open=True)
+    check_int(bins, "bins", low=1)
 
 
 def _draw(marginal: MarginalPath, n: int, rng: Any, t_max: float, like: Any) -> PathSample:
     """Draw t ~ U[0, t_max), z ~ p_data, ε ~ N(0, I) in that order, in like's namespace."""
-    g = rng_from(rng)
+    g = check_rng(rng)
     t = t_max * g.random(n)
-    z = marginal.data.sample(n, g)
+    z = marginal.data.sample(n, rng=g)
     if like is not None:
         xp = namespace(like)
         t, z = (from_numpy(a, xp, device(like), like.dtype) for a in (t, z))
@@ -233,11 +230,11 @@ def floor_profile(
     if ts.ndim != 1 or not np.all((ts >= 0) & (ts < 1)):
         raise ValueError("t must be a 1-D array of times in [0, 1)")
     _check(marginal, n, 1.0, 1)
-    g = rng_from(rng)
+    g = check_rng(rng)
     mean, se = np.empty_like(ts), np.empty_like(ts)
     for i, ti in enumerate(ts):
         tt = np.full(int(n), ti)
-        x = marginal.sample(int(n), tt, g)
+        x = marginal.sample(int(n), tt, rng=g)
         ell = np.asarray(marginal.cfm_floor_integrand(x, tt), dtype=np.float64)
         mean[i], se[i] = ell.mean(), ell.std(ddof=1) / math.sqrt(n)
     return mean, se

@@ -17,8 +17,9 @@ from typing import Any, final
 import numpy as np
 
 from . import _dask, _gmm
+from ._check import MISSING, positional_rng
 from ._xp import Array, chunks, device, memory_budget, on_cpu, points, times
-from .mixtures import GaussianMixture, _like, rng_from
+from .mixtures import GaussianMixture, _like
 from .paths import GaussianPath
 from .schedules import Schedule, ScheduleValues
 
@@ -300,13 +301,14 @@ class MarginalPath:
         """tr Cov(z | X_t = x), shape (n,)."""
         return self._one(x, t, "posterior_cov_trace")
 
-    def sample(self, n: int, t: Any, rng: Any, *, like: Any = None) -> Array:
+    def sample(self, n: int, t: Any, *args: Any, rng: Any = MISSING, like: Any = None) -> Array:
         """Draw n exact samples of p_t as α_t z + β_t ε, z ~ p_data, ε ~ N(0, I).
 
-        Float64 NumPy, or the namespace and dtype of ``like``; ``t`` a float or (n,) array.
+        Float64 NumPy, or the namespace and dtype of ``like``; ``t`` a float or (n,) array;
+        ``rng`` keyword-only (positional is deprecated), a Generator or an int seed.
         """
-        g = rng_from(rng)
-        z = self.data.sample(n, g)
+        g = positional_rng(args, rng, "MarginalPath.sample")
+        z = self.data.sample(n, rng=g)
         if like is not None:
             z = _like(z, like)
             if isinstance(t, np.ndarray):

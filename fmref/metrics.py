@@ -21,8 +21,9 @@ from typing import Any, final
 
 import numpy as np
 
+from ._check import MISSING, check_callable, check_float, check_int, positional_rng
 from ._xp import Array, chunks, device, float_array, from_numpy, to_numpy
-from .mixtures import GaussianMixture, rng_from
+from .mixtures import GaussianMixture
 
 __all__ = [
     "Coverage",
@@ -67,8 +68,7 @@ def compare_log_prob(
     ``log_prob`` maps (m, d) → (m,), e.g. ``data.log_prob`` or ``lambda y: mp.log_prob(y, t)``;
     ``reference`` are exact samples of the same density (their mean estimates E_p[log p]).
     """
-    if not callable(log_prob):
-        raise TypeError(f"log_prob must be callable, got {type(log_prob).__name__}")
+    check_callable(log_prob, "log_prob", "log_prob(x) -> (n,)")
     x, _ = float_array(x, "x", ndim=2)
     reference, _ = float_array(reference, "reference", ndim=2)
     m, s = _mean_se(np.asarray(to_numpy(log_prob(x)), dtype=np.float64))
@@ -78,17 +78,17 @@ def compare_log_prob(
 
 
 def mean_log_prob(
-    data: GaussianMixture, x: Any, rng: Any, *, n_reference: int = 20_000
+    data: GaussianMixture, x: Any, *args: Any, rng: Any = MISSING, n_reference: int = 20_000
 ) -> LogProbComparison:
     """Mean exact log p_data of samples x (n, d), with its standard error, vs the data's own
     value E_{p_data}[log p_data] (minus the entropy) estimated from ``n_reference`` exact
-    samples drawn with ``rng``."""
+    samples drawn with ``rng`` (keyword-only; positional is deprecated)."""
     if not isinstance(data, GaussianMixture):
         raise TypeError(f"data must be a GaussianMixture, got {type(data).__name__}")
-    if isinstance(n_reference, bool) or not isinstance(n_reference, int) or n_reference < 2:
-        raise ValueError(f"n_reference must be an int >= 2, got {n_reference!r}")
+    n_reference = check_int(n_reference, "n_reference", low=2)
+    g = positional_rng(args, rng, "mean_log_prob")
     x, _ = float_array(x, "x", ndim=2)
-    ref = data.sample(n_reference, rng_from(rng), like=x)
+    ref = data.sample(n_reference, rng=g, like=x)
     return compare_log_prob(data.log_prob, x, ref)
 
 
@@ -147,15 +147,19 @@ def energy_null(
     sample: Callable[[int, np.random.Generator], Any],
     n: int,
     m: int,
-    rng: Any,
-    *,
+    *args: Any,
+    rng: Any = MISSING,
     repeats: int = 20,
 ) -> np.ndarray:
     """Null distribution of :func:`energy_distance`: ``repeats`` statistics between two exact
-    sample sets of sizes n and m drawn by ``sample(size, rng)`` (e.g. ``data.sample``)."""
-    g = rng_from(rng)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    sample sets of sizes n and m drawn by ``sample(size, generator)`` (e.g.
+    ``lambda size, g: data.sample(size, rng=g)``); ``rng`` is keyword-only (positional is
+    deprecated)."""
+    check_callable(sample, "sample", "sample(size, generator) -> (size, d)")
+    n = check_int(n, "n", low=2)
+    m = check_int(m, "m", low=2)
+    g = positional_rng(args, rng, "energy_null")
+    repeats = check_int(repeats, "repeats", low=1)
     return np.array([energy_distance(sample(n, g), sample(m, g)) for _ in range(repeats)])
 
 
@@ -205,21 +209,20 @@ def _quantile_indices(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def sliced_wasserstein(
-    x: Any, y: Any, rng: Any, *, n_projections: int = 128, p: float = 2.0
+    x: Any, y: Any, *args: Any, rng: Any = MISSING, n_projections: int = 128, p: float = 2.0
 ) -> float:
     """Sliced p-Wasserstein distance SW_p = (E_θ W_p^p(θ·X, θ·Y))^{1/p}, θ uniform on S^{d−1}.
 
     Each 1-D W_p between the empirical measures is exact, ∫_0^1 |F⁻¹(q) − G⁻¹(q)|^p dq over
     the merged quantile cells (so n ≠ m is allowed); the expectation over θ is a Monte Carlo
-    mean over ``n_projections`` directions drawn from ``rng``. For X, Y = X + δ the 1-D distance
+    mean over ``n_projections`` directions drawn from ``rng`` (keyword-only; positional is
+    deprecated). For X, Y = X + δ the 1-D distance
     is |θ·δ| and SW_2² = |δ|²/d in expectation over θ.
     """
     x, y, xp = _two_samples(x, y)
-    if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
-        raise ValueError(f"n_projections must be an int >= 1, got {n_projections!r}")
-    if not (isinstance(p, (int, float)) and math.isfinite(p) and p >= 1):
-        raise ValueError(f"p must be a finite float >= 1, got {p!r}")
-    g = rng_from(rng)
+    n_projections = check_int(n_projections, "n_projections", low=1)
+    p = check_float(p, "p", low=1.0)
+    g = positional_rng(args, rng, "sliced_wasserstein")
     theta = g.standard_normal((n_projections, x.shape[1]))
     theta /= np.linalg.norm(theta, axis=1, keepdims=True)
     th = from_numpy(theta.T, xp, device(x), x.dtype)

@@ -9,6 +9,7 @@ from typing import Any, Literal, final
 import numpy as np
 
 from . import _gmm
+from ._check import MISSING, check_float, check_int, check_rng, positional_rng
 from ._xp import Array, device, from_numpy, is_numpy, namespace, points, to_numpy
 
 __all__ = ["GaussianMixture", "eight_gaussians", "random_2d", "random_mixture", "rng_from"]
@@ -22,13 +23,8 @@ _GEMM_SUM_MAX_D = 8
 WEIGHT_ATOL = 1e-6
 
 
-def rng_from(rng: Any, name: str = "rng") -> np.random.Generator:
-    """Accept a ``numpy.random.Generator`` or an int seed; anything else is a TypeError."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"{name} must be a numpy.random.Generator or an int seed, got {rng!r}")
+#: Deprecated home of :func:`fmref._check.check_rng`, kept importable for one release.
+rng_from = check_rng
 
 
 def _real(a: Any, name: str) -> np.ndarray:
@@ -199,18 +195,23 @@ class GaussianMixture:
         return p
 
     # -- sampling and density -------------------------------------------------------------
-    def sample(self, n: int, rng: Any, *, like: Any = None, return_components: bool = False) -> Any:
+    def sample(
+        self,
+        n: int,
+        *args: Any,
+        rng: Any = MISSING,
+        like: Any = None,
+        return_components: bool = False,
+    ) -> Any:
         """Draw n points z ~ p_data, float64 NumPy (or the namespace/dtype of ``like``).
 
-        With ``return_components`` also return the component index of each point, shape (n,).
+        ``rng`` (keyword-only; positional is deprecated) is a Generator or an int seed. With
+        ``return_components`` also return the component index of each point, shape (n,).
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise TypeError(f"n must be an int, got {n!r}")
-        if n < 0:
-            raise ValueError(f"n must be nonnegative, got {n}")
-        g = rng_from(rng)
-        comp = g.choice(self.n_components, size=int(n), p=self._weights)
-        xi = g.standard_normal((int(n), self.dim))
+        n = check_int(n, "n", low=0)
+        g = positional_rng(args, rng, "GaussianMixture.sample")
+        comp = g.choice(self.n_components, size=n, p=self._weights)
+        xi = g.standard_normal((n, self.dim))
         scaled = np.sqrt(self._lam[comp]) * xi
         if self._q is not None:
             scaled = np.einsum("nij,nj->ni", self._q[comp], scaled)
@@ -260,11 +261,8 @@ def eight_gaussians(radius: float = 5.0, variance: float = math.sqrt(0.1)) -> Ga
     var=0.1)`` builds ``MultivariateNormal(0, sqrt(var) * I)``, whose *covariance* is √0.1·I
     ≈ 0.316·I (standard deviation ≈ 0.562), not 0.1·I.
     """
-    for name, v in (("radius", radius), ("variance", variance)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise TypeError(f"{name} must be a finite float, got {v!r}")
-    if variance < 0:
-        raise ValueError(f"variance must be >= 0, got {variance}")
+    radius = check_float(radius, "radius")
+    variance = check_float(variance, "variance", low=0.0)
     ang = 2 * np.pi * np.arange(8) / 8
     means = radius * np.stack([np.cos(ang), np.sin(ang)], axis=1)
     return GaussianMixture(np.full(8, 1 / 8), means, np.full(8, float(variance)))
@@ -279,17 +277,10 @@ def random_2d(
     means with torch's generator; this uses ``numpy.random.default_rng(seed)``, so the same seed
     gives other means.
     """
-    for name, iv in (("nmodes", nmodes), ("seed", seed)):
-        if isinstance(iv, bool) or not isinstance(iv, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, got {iv!r}")
-    for name, fv in (("std", std), ("scale", scale)):
-        if isinstance(fv, bool) or not isinstance(fv, (int, float)) or not math.isfinite(fv):
-            raise TypeError(f"{name} must be a finite float, got {fv!r}")
-    if nmodes < 1 or std <= 0 or scale <= 0:
-        raise ValueError(
-            f"random_2d needs nmodes >= 1, std > 0 and scale > 0; got {nmodes}, {std}, {scale}"
-        )
-    g = np.random.default_rng(seed)
+    nmodes = check_int(nmodes, "nmodes", low=1)
+    std = check_float(std, "std", low=0.0, low_open=True)
+    scale = check_float(scale, "scale", low=0.0, low_open=True)
+    g = check_rng(seed, "seed")
     means = (g.random((nmodes, 2)) - 0.5) * scale
     return GaussianMixture(np.full(nmodes, 1 / nmodes), means, np.full(nmodes, std**2))
 
@@ -313,13 +304,14 @@ def random_mixture(
     weights, Dirichlet(1, …, 1) if ``dirichlet_weights`` else equal. For tests and benchmarks
     that want a fixed, well-conditioned mixture without hypothesis.
     """
-    for name, iv in (("k", k), ("d", d)):
-        if isinstance(iv, bool) or not isinstance(iv, (int, np.integer)) or iv < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {iv!r}")
-    lo, hi = var_range
-    if not (0 < lo <= hi and math.isfinite(hi)):
-        raise ValueError(f"var_range must satisfy 0 < low <= high < inf, got {var_range!r}")
-    g = rng_from(rng)
+    k = check_int(k, "k", low=1)
+    d = check_int(d, "d", low=1)
+    mean_scale = check_float(mean_scale, "mean_scale", low=0.0)
+    lo = check_float(var_range[0], "var_range[0]", low=0.0, low_open=True)
+    hi = check_float(var_range[1], "var_range[1]", low=lo)
+    if ridge is not None:
+        ridge = check_float(ridge, "ridge", low=0.0)
+    g = check_rng(rng)
     means = mean_scale * g.standard_normal((k, d))
     if covariance == "full":
         a = g.standard_normal((k, d, d))

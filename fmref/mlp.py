@@ -22,8 +22,8 @@ from typing import Any, final
 
 import numpy as np
 
-from ._layers import ACTIVATIONS, Linear
-from ._mlp_state import check_config, checked_state, dtype_name, numpy_state, positive_int
+from ._check import check_choice, check_float_dtype, check_int, check_rng
+from ._layers import ACTIVATIONS, Dense
 from ._xp import (
     Array,
     chunks,
@@ -33,13 +33,16 @@ from ._xp import (
     from_numpy,
     namespace,
     times,
+    to_numpy,
 )
-from .mixtures import rng_from
 
 __all__ = ["MLP", "Cache"]
 
 #: Output-layer scale: the untrained field is ~0.1 of a unit-variance layer's output.
 OUTPUT_SCALE = 0.1
+
+#: The keys of :meth:`MLP.to_config`, all required by :meth:`MLP.from_config`.
+CONFIG_KEYS = frozenset({"dim", "hidden", "activation", "time_frequencies", "dtype"})
 
 
 @final
@@ -85,20 +88,20 @@ class MLP:
         rng: np.random.Generator | int,
         like: Array | None = None,
     ) -> None:
-        self.dim = positive_int(dim, "dim", 1)
-        if isinstance(hidden, (int, str)) or not isinstance(hidden, Sequence) or not hidden:
-            raise ValueError(f"hidden must be a non-empty sequence of widths, got {hidden!r}")
-        self.hidden = tuple(positive_int(w, f"hidden[{i}]", 1) for i, w in enumerate(hidden))
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
+        self.dim = check_int(dim, "dim", low=1)
+        if isinstance(hidden, (int, str, np.integer)) or not isinstance(hidden, Sequence):
+            raise TypeError(f"hidden must be a sequence of widths, got {hidden!r}")
+        if not hidden:
+            raise ValueError("hidden must hold at least one width, got an empty sequence")
+        self.hidden = tuple(check_int(w, f"hidden[{i}]", low=1) for i, w in enumerate(hidden))
+        self.activation = check_choice(activation, "activation", sorted(ACTIVATIONS))
         self._act = ACTIVATIONS[activation]
-        self.time_frequencies = positive_int(time_frequencies, "time_frequencies", 0)
-        gen = rng_from(rng)
+        self.time_frequencies = check_int(time_frequencies, "time_frequencies", low=0)
+        gen = check_rng(rng)
         xp = namespace(like)
         self._xp = xp
         self._dev = device(like) if like is not None else "cpu"
-        self.dtype_name = dtype_name(dtype, xp)
+        self.dtype_name = check_float_dtype(dtype, xp)
         self.dtype = getattr(xp, self.dtype_name)
 
         widths = [self.dim + 1 + 2 * self.time_frequencies, *self.hidden, self.dim]
@@ -169,10 +172,10 @@ class MLP:
         inputs, saved = [], []
         for i in range(len(self.hidden)):
             inputs.append(h)
-            h, s = act.forward(Linear.forward(h, p[2 * i], p[2 * i + 1]), xp)
+            h, s = act.forward(Dense.forward(h, p[2 * i], p[2 * i + 1]), xp)
             saved.append(s)
         inputs.append(h)
-        return Linear.forward(h, p[-2], p[-1]), Cache(inputs, saved)
+        return Dense.forward(h, p[-2], p[-1]), Cache(inputs, saved)
 
     def forward(self, x: Array, t: Any) -> tuple[Array, Cache]:
         """Return u_t^θ(x) of shape (n, d) and the cache that :meth:`backward` needs."""
@@ -193,7 +196,7 @@ class MLP:
         xp, p, act = self._xp, self.params, self._act
         grads: list[Array] = [None] * len(p)
         for i in reversed(range(len(cache.inputs))):
-            g_in, grads[2 * i], grads[2 * i + 1] = Linear.backward(
+            g_in, grads[2 * i], grads[2 * i + 1] = Dense.backward(
                 cache.inputs[i], p[2 * i], g, xp, input_grad=i > 0
             )
             if i > 0:
@@ -221,7 +224,7 @@ class MLP:
         h = self._features(x, t)
         tan = None
         for i, w in enumerate(self.hidden):
-            h, s = act.forward(Linear.forward(h, p[2 * i], p[2 * i + 1]), xp)
+            h, s = act.forward(Dense.forward(h, p[2 * i], p[2 * i + 1]), xp)
             dact = xp.reshape(act.derivative(s, xp), (n, 1, w))
             if tan is None:  # only the first d feature rows of W1 depend on x
                 tan = dact * p[0][:d, :]
@@ -257,13 +260,35 @@ class MLP:
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         """Return a NumPy copy of every parameter, keyed by ``param_names``."""
-        return numpy_state(self.param_names, self.params)
+        return {
+            k: np.array(to_numpy(v), copy=True)
+            for k, v in zip(self.param_names, self.params, strict=True)
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy parameters in place from ``state`` (all checked before any is written)."""
-        new = [self._put(a) for a in checked_state(self.param_names, self.params, state)]
+        new = [self._put(a) for a in self._checked_state(state)]
         for p, a in zip(self.params, new, strict=True):
             p[...] = a  # in place: optimisers hold references to these arrays
+
+    def _checked_state(self, state: Mapping[str, Any]) -> list[np.ndarray]:
+        """Return ``state``'s arrays as NumPy in ``param_names`` order, each checked."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping of name -> array, got {type(state).__name__}")
+        names = self.param_names
+        missing = [k for k in names if k not in state]
+        extra = [k for k in state if k not in names]
+        if missing or extra:
+            raise ValueError(f"state keys do not match: missing {missing}, unexpected {extra}")
+        out = []
+        for name, p in zip(names, self.params, strict=True):
+            a = to_numpy(state[name])
+            if a.shape != tuple(p.shape):
+                raise ValueError(f"state[{name!r}] has shape {a.shape}, expected {tuple(p.shape)}")
+            if not np.issubdtype(a.dtype, np.floating) or not np.all(np.isfinite(a)):
+                raise ValueError(f"state[{name!r}] must be a finite floating array")
+            out.append(a)
+        return out
 
     def to_config(self) -> dict[str, Any]:
         """Return the JSON-serialisable architecture that :meth:`from_config` rebuilds."""
@@ -285,7 +310,12 @@ class MLP:
         like: Array | None = None,
     ) -> MLP:
         """Rebuild a model from :meth:`to_config`; load ``state`` if given, else draw from rng."""
-        check_config(config, state, rng)
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+        if set(config) != CONFIG_KEYS:
+            raise ValueError(f"config must have exactly the keys {sorted(CONFIG_KEYS)}")
+        if state is None and rng is None:
+            raise TypeError("rng is required when no state is given")
         # With a state every weight is overwritten, so the initial draw does not matter.
         model = cls(**config, rng=0 if rng is None else rng, like=like)
         if state is not None:

@@ -13,27 +13,27 @@ the whole gradient by c / ||g|| when its global norm ||g|| (over all parameters)
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, final
 
 import numpy as np
 
+from ._check import check_callable, check_float, check_int
 from ._xp import Array, device, from_numpy, namespace, to_numpy
 
-__all__ = ["Adam", "cosine_schedule"]
+__all__ = ["Adam", "cosine_decay", "cosine_schedule"]
 
 
-def cosine_schedule(total_steps: int, warmup: int = 0) -> Callable[[int], float]:
+def cosine_decay(total_steps: int, *, warmup: int = 0) -> Callable[[int], float]:
     """Return the lr multiplier k ↦ s(k) for step index k = 0, 1, ... (k steps already taken).
 
     Linear warm-up s(k) = (k + 1)/warmup for k < warmup, then cosine decay
     s(k) = ½ (1 + cos(π (k − warmup)/(total_steps − warmup))) down to 0 at k = total_steps
     (and 0 after).
     """
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < total_steps:
-        raise ValueError(f"warmup must be an int in [0, total_steps), got {warmup!r}")
+    total_steps = check_int(total_steps, "total_steps", low=1)
+    warmup = check_int(warmup, "warmup", low=0, high=total_steps - 1)
 
     def schedule(k: int) -> float:
         if k < warmup:
@@ -44,13 +44,21 @@ def cosine_schedule(total_steps: int, warmup: int = 0) -> Callable[[int], float]
     return schedule
 
 
+def cosine_schedule(total_steps: int, warmup: int = 0) -> Callable[[int], float]:
+    """Return :func:`cosine_decay` (deprecated name, kept for one release).
+
+    Renamed because it clashed with the noise schedule :class:`fmref.schedules.Cosine`.
+    """
+    warnings.warn(
+        "fmref.optim.cosine_schedule is deprecated; use fmref.optim.cosine_decay",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return cosine_decay(total_steps, warmup=warmup)
+
+
 def _finite(v: Any, name: str, low: float, *, strict: bool) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a real number, got {v!r}")
-    v = float(v)
-    if not math.isfinite(v) or v < low or (strict and v == low):
-        raise ValueError(f"{name} must be finite and {'>' if strict else '>='} {low}, got {v}")
-    return v
+    return check_float(v, name, low=low, low_open=strict)
 
 
 @final
@@ -66,7 +74,7 @@ class Adam:
     weight_decay : λ >= 0, decoupled (AdamW): θ ← θ (1 − η_k λ), not added to the gradient.
     clip_norm : if set (> 0), rescale the gradient to global norm ``clip_norm`` when larger.
     schedule : k ↦ multiplier of lr at step index k = step_count before the step (e.g.
-        :func:`cosine_schedule`); must return a finite value >= 0.
+        :func:`cosine_decay`); must return a finite value >= 0.
 
     Attributes: ``step_count`` (steps taken), ``last_lr`` (η of the latest step),
     ``last_grad_norm`` (global gradient norm before clipping at the latest step).
@@ -75,6 +83,7 @@ class Adam:
     def __init__(
         self,
         params: Sequence[Array],
+        *,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -93,19 +102,16 @@ class Adam:
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.betas = (
-            _finite(betas[0], "betas[0]", 0.0, strict=False),
-            _finite(betas[1], "betas[1]", 0.0, strict=False),
+            check_float(betas[0], "betas[0]", low=0.0, high=1.0, high_open=True),
+            check_float(betas[1], "betas[1]", low=0.0, high=1.0, high_open=True),
         )
-        for i, b in enumerate(self.betas):
-            if b >= 1.0:
-                raise ValueError(f"betas[{i}] must lie in [0, 1), got {b}")
         self.eps = _finite(eps, "eps", 0.0, strict=True)
         self.weight_decay = _finite(weight_decay, "weight_decay", 0.0, strict=False)
         self.clip_norm = (
             None if clip_norm is None else _finite(clip_norm, "clip_norm", 0.0, strict=True)
         )
-        if schedule is not None and not callable(schedule):
-            raise ValueError(f"schedule must be callable k -> float or None, got {schedule!r}")
+        if schedule is not None:
+            check_callable(schedule, "schedule", "schedule(k) -> float (or None)")
         self.schedule = schedule
         self.step_count = 0
         self.last_lr = float("nan")

@@ -14,15 +14,18 @@ from typing import Any, final
 import numpy as np
 
 from . import _ode
+from ._check import MISSING, check_int, positional_rng
 from ._xp import Array, device, float_array, from_numpy
 from .marginals import MarginalPath
-from .mixtures import _like, rng_from
+from .mixtures import _like
 
-__all__ = ["METHODS", "ORDERS", "SampleResult", "integrate", "sample"]
+__all__ = ["METHODS", "ORDERS", "Method", "SampleResult", "integrate", "sample"]
 
+Method = _ode.Method
+#: The methods, name → :class:`Method` (step function, order, stage nodes).
 METHODS = _ode.METHODS
-#: Classical order of each method's global error (the adaptive ones: their propagated order).
-ORDERS = {**_ode.FIXED_ORDERS, "rk45": 5, "dop853": 8}
+#: Classical order of each method's global error, read off :data:`METHODS`.
+ORDERS = {name: m.order for name, m in METHODS.items()}
 
 
 @final
@@ -61,7 +64,8 @@ def integrate(
 ) -> SampleResult:
     """Integrate dx/dt = field(x, t) from x0 at the first time to the last.
 
-    Fixed-step updates with h = t_{i+1} − t_i and k1 = u(x_i, t_i):
+    Fixed-step updates with h = t_{i+1} − t_i and k1 = u(x_i, t_i) (each method's order and
+    stage nodes are in :data:`METHODS`):
 
     - ``euler`` (Algorithm 1): x_{i+1} = x_i + h k1
     - ``heun``: k2 = u(x_i + h k1, t_{i+1}); x_{i+1} = x_i + h (k1 + k2)/2
@@ -84,23 +88,20 @@ def integrate(
     SampleResult with ``x`` in x0's namespace, device and dtype.
     """
     x0, xp = float_array(x0, "x0", ndim=2)
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    m = _ode.method(method)
     g = _ode.time_grid(steps, t0, t1, grid)
     dev = device(x0)
-    f = _ode.CheckedField(field, xp, tuple(x0.shape), x0.dtype, dev)
-    if method in _ode.ADAPTIVE:
-        _ode.check_tolerances(rtol, atol)
-        ts, states = _ode.adaptive(
-            method, f, x0, g, rtol=float(rtol), atol=float(atol), at_grid=grid is not None
-        )
+    f = _ode.CheckedField(field, x0)
+    if m.step is None:
+        rtol, atol = _ode.check_tolerances(rtol, atol)
+        ts, states = _ode.adaptive(m, f, x0, g, rtol=rtol, atol=atol, at_grid=grid is not None)
         x = from_numpy(states[-1], xp, dev, x0.dtype)
         traj = from_numpy(states, xp, dev, x0.dtype) if return_trajectory else None
         return SampleResult(x, traj, ts, f.nfe, method)
     x = x0
     kept = [x0] if return_trajectory else []
     for i in range(g.shape[0] - 1):
-        x = _ode.fixed_step(method, f, x, float(g[i]), float(g[i + 1]), i)
+        x = m.step(f, x, float(g[i]), float(g[i + 1]), f"step {i}")
         if return_trajectory:
             kept.append(x)
     traj = xp.stack(kept, axis=0) if return_trajectory else None
@@ -110,8 +111,8 @@ def integrate(
 def sample(
     field: Any,
     n: int,
-    rng: Any,
-    *,
+    *args: Any,
+    rng: Any = MISSING,
     marginal: MarginalPath | None = None,
     like: Any = None,
     dim: int | None = None,
@@ -122,12 +123,12 @@ def sample(
     Start points are exact samples of p_{t0} from ``marginal`` when given (needed for VP,
     whose α_0 ≠ 0), else p_init = N(0, I_d), which is p_0 only, so then the start time must
     be 0. ``dim`` defaults to ``marginal.dim`` or a ``dim`` attribute of the field (or of the
-    object a bound-method field belongs to). Draws are float64 NumPy, or the namespace, device
+    object a bound-method field belongs to). ``rng`` is keyword-only (positional is
+    deprecated): a Generator or an int seed. Draws are float64 NumPy, or the namespace, device
     and dtype of ``like``.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    g = rng_from(rng)
+    n = check_int(n, "n", low=1)
+    g = positional_rng(args, rng, "samplers.sample")
     grid = integrate_kwargs.get("grid")
     start = (
         float(_ode.time_grid(1, 0.0, 1.0, grid)[0])
@@ -137,7 +138,7 @@ def sample(
     if marginal is not None:
         if not isinstance(marginal, MarginalPath):
             raise TypeError(f"marginal must be a MarginalPath, got {type(marginal).__name__}")
-        x0 = marginal.sample(int(n), start, g, like=like)
+        x0 = marginal.sample(int(n), start, rng=g, like=like)
     else:
         if start != 0.0:
             raise ValueError(
@@ -145,16 +146,16 @@ def sample(
                 "from exact samples of p_t0"
             )
         d = dim if dim is not None else _infer_dim(field)
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-            raise ValueError(f"dim must be an int >= 1 (or inferable from the field), got {d!r}")
-        x0 = g.standard_normal((int(n), int(d)))
+        if d is None:
+            raise TypeError("dim is required: the field has no dim attribute to infer it from")
+        x0 = g.standard_normal((n, check_int(d, "dim", low=1)))
         if like is not None:
             x0 = _like(x0, like)
     return integrate(field, x0, **integrate_kwargs)
 
 
 def _infer_dim(field: Any) -> Any:
-    for owner in (field, getattr(field, "__self__", None)):
+    for owner in (field, _ode.bound_owner(field)):
         d = getattr(owner, "dim", None)
         if d is not None:
             return d

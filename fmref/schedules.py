@@ -20,6 +20,7 @@ from typing import Any, final
 
 import numpy as np
 
+from ._check import check_float
 from ._xp import Array, Namespace, namespace
 
 __all__ = [
@@ -109,9 +110,7 @@ class Polynomial(Schedule):
     p: float = 2.0
 
     def __post_init__(self) -> None:
-        ok = isinstance(self.p, (int, float)) and not isinstance(self.p, bool)
-        if not (ok and math.isfinite(self.p) and self.p > 0):
-            raise ValueError(f"p must be a finite number > 0, got {self.p!r}")
+        check_float(self.p, "p", low=0.0, low_open=True)
 
     def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
         a = t**self.p
@@ -164,12 +163,8 @@ class VP(Schedule):
     singular_at_one = True
 
     def __post_init__(self) -> None:
-        ok = all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in (self.b, self.B)
-        )
-        if not ok or self.b <= 0 or self.b > self.B:
-            raise ValueError(f"VP needs finite 0 < b <= B, got b={self.b!r}, B={self.B!r}")
+        b = check_float(self.b, "b", low=0.0, low_open=True)
+        check_float(self.B, "B", low=b)
 
     def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
         s = 1 - t

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import _ode
+from ._check import MISSING, check_int, positional_rng
 from ._xp import device, float_array, from_numpy
 from .marginals import MarginalPath
-from .mixtures import rng_from
 from .samplers import SampleResult
 
 __all__ = ["integrate_sde", "sample_sde", "sigma_values"]
@@ -52,8 +52,8 @@ def sigma_values(sigma: Any, times: np.ndarray) -> np.ndarray:
 def integrate_sde(
     field: Any,
     x0: Any,
-    rng: Any,
-    *,
+    *args: Any,
+    rng: Any = MISSING,
     sigma: Sigma,
     score: Any = None,
     steps: int = 100,
@@ -72,8 +72,9 @@ def integrate_sde(
     ----------
     field : callable ``u(x, t)`` → (n, d), t an (n,) array in x's namespace.
     x0 : (n, d) start points, exact samples of p_{t0} for the marginals to be p_t.
-    rng : numpy.random.Generator or int seed; ξ_i is drawn in float64 NumPy, one (n, d) draw
-        per step, then moved to x0's namespace and dtype.
+    rng : numpy.random.Generator or int seed, keyword-only (positional is deprecated); ξ_i is
+        drawn in float64 NumPy, one (n, d) draw per step, then moved to x0's namespace and
+        dtype.
     sigma : σ_t ≥ 0, a float or a callable of a float t.
     score : callable ``s(x, t)`` → (n, d), e.g. ``MarginalPath.score``; needed when σ ≢ 0.
     steps, t0, t1, grid : the time grid as in :func:`fmref.samplers.integrate`, increasing only.
@@ -83,7 +84,7 @@ def integrate_sde(
     SampleResult (method ``"euler_maruyama"``; ``nfe`` counts calls of the field).
     """
     x0, xp = float_array(x0, "x0", ndim=2)
-    g = rng_from(rng)
+    g = positional_rng(args, rng, "integrate_sde")
     ts = _ode.time_grid(steps, t0, t1, grid)
     if ts[-1] < ts[0]:
         raise ValueError("the SDE runs forward in time: t0 < t1 (an increasing grid) is required")
@@ -91,8 +92,8 @@ def integrate_sde(
     if np.any(sig > 0) and score is None:
         raise ValueError("score is required when sigma is positive somewhere")
     dev, shape = device(x0), tuple(x0.shape)
-    f = _ode.CheckedField(field, xp, shape, x0.dtype, dev)
-    s = None if score is None else _ode.CheckedField(score, xp, shape, x0.dtype, dev, "score")
+    f = _ode.CheckedField(field, x0)
+    s = None if score is None else _ode.CheckedField(score, x0, name="score")
     x = x0
     kept = [x0] if return_trajectory else []
     for i in range(ts.shape[0] - 1):
@@ -113,8 +114,8 @@ def integrate_sde(
 def sample_sde(
     marginal: MarginalPath,
     n: int,
-    rng: Any,
-    *,
+    *args: Any,
+    rng: Any = MISSING,
     sigma: Sigma,
     field: Any = None,
     score: Any = None,
@@ -125,17 +126,16 @@ def sample_sde(
     score of ``marginal`` (or the supplied ``field``/``score``)."""
     if not isinstance(marginal, MarginalPath):
         raise TypeError(f"marginal must be a MarginalPath, got {type(marginal).__name__}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    g = rng_from(rng)
+    n = check_int(n, "n", low=1)
+    g = positional_rng(args, rng, "sample_sde")
     ts = _ode.time_grid(
         kwargs.get("steps", 100), kwargs.get("t0", 0.0), kwargs.get("t1", 1.0), kwargs.get("grid")
     )
-    x0 = marginal.sample(int(n), float(ts[0]), g, like=like)
+    x0 = marginal.sample(int(n), float(ts[0]), rng=g, like=like)
     return integrate_sde(
         marginal.vector_field if field is None else field,
         x0,
-        g,
+        rng=g,
         sigma=sigma,
         score=marginal.score if score is None else score,
         **kwargs,

@@ -22,24 +22,16 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 
 from . import _checkpoint
-from ._train_records import (
-    LR_SCHEDULES,
-    OBJECTIVES,
-    Evaluation,
-    StepInfo,
-    TrainConfig,
-    TrainResult,
-    check_int,
-)
+from ._check import check_choice, check_float, check_int
 from ._xp import device, from_numpy, namespace
-from .losses import cfm_floor, fm_loss
+from .losses import LossEstimate, cfm_floor, fm_loss
 from .marginals import MarginalPath
 from .schedules import Linear
 
@@ -55,6 +47,131 @@ __all__ = [
     "train",
 ]
 
+OBJECTIVES = ("cfm", "linear", "marginal")
+LR_SCHEDULES = ("constant", "cosine")
+
+#: Integer fields of :class:`TrainConfig` and their least value.
+_INT_FIELDS = {
+    "steps": 1,
+    "batch": 1,
+    "warmup": 0,
+    "seed": 0,
+    "eval_every": 0,
+    "eval_n": 2,
+    "floor_n": 2,
+    "checkpoint_every": 0,
+}
+
+
+@final
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of :func:`train` (all validated: a wrong type raises TypeError, a bad
+    value ValueError).
+
+    steps, batch : optimiser steps and minibatch size (>= 1).
+    lr, lr_schedule, warmup : Adam step size (> 0), "constant" or "cosine" decay, warm-up steps.
+    weight_decay, clip_norm : Adam's decoupled weight decay (>= 0) and gradient-norm clip.
+    objective : "cfm" (Algorithm 3), "linear" (Algorithm 4) or "marginal".
+    seed : seeds the training stream (minibatches) and the evaluation stream (yardsticks).
+    eval_every, eval_n, floor_n : evaluate fm_loss every so many steps (0: only at the end) on
+        eval_n draws; the floor L* once on floor_n draws.
+    checkpoint_every : write the checkpoint every so many steps (0: only at the end).
+    """
+
+    steps: int = 2000
+    batch: int = 256
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup: int = 0
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    objective: str = "cfm"
+    seed: int = 0
+    eval_every: int = 0
+    eval_n: int = 4096
+    floor_n: int = 16384
+    checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        # NumPy scalars are accepted and stored as Python ones, so configs compare and
+        # serialise alike however they were built.
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        for name, low in _INT_FIELDS.items():
+            put(name, check_int(getattr(self, name), name, low=low))
+        put("lr", check_float(self.lr, "lr", low=0.0, low_open=True))
+        put("weight_decay", check_float(self.weight_decay, "weight_decay", low=0.0))
+        if self.clip_norm is not None:
+            put("clip_norm", check_float(self.clip_norm, "clip_norm", low=0.0, low_open=True))
+        check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        check_choice(self.objective, "objective", OBJECTIVES)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) != names:
+            raise ValueError(f"a TrainConfig needs exactly the keys {sorted(names)}")
+        return cls(**d)
+
+
+@final
+@dataclass(frozen=True)
+class Evaluation:
+    """Exact yardsticks of the model after ``step`` optimiser steps (same draws every time)."""
+
+    step: int
+    fm_loss: float
+    fm_loss_stderr: float
+    relative_fm_loss: float
+    relative_fm_loss_stderr: float
+
+
+@final
+@dataclass(frozen=True)
+class StepInfo:
+    """What the progress callback receives after each step (``evaluation`` when one ran)."""
+
+    step: int
+    steps: int
+    loss: float
+    floor: float
+    evaluation: Evaluation | None
+
+
+@final
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes
+    ----------
+    model, optimizer : the trained model and its Adam state (both updated in place).
+    config : the TrainConfig.
+    losses : (steps,) float64 minibatch loss of every step since step 0 (resumed runs included).
+    evaluations : yardsticks, in step order (the last one after the final step).
+    floor : L* = E[c_t² tr Cov(z|x)] (:func:`fmref.losses.cfm_floor`), ``inf`` with a warning
+        for schedules whose β̇ is infinite at t = 1.
+    wall_time : seconds spent in this call; ``start_step``: the step it resumed from (0 if fresh).
+    checkpoint : path of the last checkpoint written, or None.
+    """
+
+    model: Any
+    optimizer: Any
+    config: TrainConfig
+    losses: np.ndarray
+    evaluations: tuple[Evaluation, ...]
+    floor: LossEstimate
+    wall_time: float
+    start_step: int
+    checkpoint: Path | None
+
+    @property
+    def final(self) -> Evaluation:
+        return self.evaluations[-1]
+
+
 #: Config fields that may change between a checkpoint and its resumption (they do not alter
 #: the training trajectory).
 _RESUMABLE = {"steps", "eval_every", "eval_n", "floor_n", "checkpoint_every"}
@@ -62,9 +179,9 @@ _RESUMABLE = {"steps", "eval_every", "eval_n", "floor_n", "checkpoint_every"}
 
 def make_optimizer(model: Any, config: TrainConfig) -> Any:
     """Build the Adam optimiser of ``config`` over ``model.params``."""
-    from .optim import Adam, cosine_schedule
+    from .optim import Adam, cosine_decay
 
-    sched = cosine_schedule(config.steps, warmup=config.warmup)
+    sched = cosine_decay(config.steps, warmup=config.warmup)
     return Adam(
         model.params,
         lr=config.lr,
@@ -80,11 +197,11 @@ def _minibatch(
     """Draw one minibatch (x, t, target) in float64 NumPy, in the lecture's order."""
     if objective == "marginal":
         t = g.random(batch)
-        x = marginal.sample(batch, t, g)
+        x = marginal.sample(batch, t, rng=g)
         return x, t, np.asarray(marginal.vector_field(x, t))
     # Algorithm 3; Algorithm 4 ("linear") is its Linear case, x = t z + (1 − t) ε, target z − ε
     # (train() checks the schedule), and Linear's α̇ = 1, β̇ = −1 give those bit for bit.
-    z = marginal.data.sample(batch, g)
+    z = marginal.data.sample(batch, rng=g)
     t = g.random(batch)
     ps = marginal.path.draw(z, t, rng=g)
     return ps.x, t, ps.target
@@ -206,7 +323,7 @@ def train(
             f"{marginal.schedule!r}; use 'cfm' (Algorithm 3)"
         )
     if stop_at is not None:
-        check_int(stop_at, "stop_at", 1)
+        check_int(stop_at, "stop_at", low=1)
     start = time.perf_counter()
     like = model.params[0]
     xp = namespace(like)

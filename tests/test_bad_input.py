@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -65,15 +66,15 @@ def test_mixture_parameter_types_and_means() -> None:
 def test_sampling_arguments() -> None:
     gm = GaussianMixture([1.0], [[0.0]], [1.0])
     with pytest.raises(ValueError, match=r"\bn\b"):
-        gm.sample(-1, 0)
+        gm.sample(-1, rng=0)
     with pytest.raises(TypeError, match=r"\bn\b"):
-        gm.sample(2.0, 0)  # type: ignore[arg-type]
+        gm.sample(2.0, rng=0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="rng"):
-        gm.sample(2, None)
+        gm.sample(2, rng=None)
     with pytest.raises(TypeError, match="rng"):
-        gm.sample(2, 1.5)
+        gm.sample(2, rng=1.5)
     with pytest.raises(ValueError, match=r"\bt\b"):
-        MarginalPath(gm, Linear()).sample(3, 1.5, 0)
+        MarginalPath(gm, Linear()).sample(3, 1.5, rng=0)
 
 
 # -- points and times ----------------------------------------------------------------------
@@ -217,12 +218,14 @@ def test_constructors_and_options() -> None:
         MarginalPath(gm, Linear()).evaluate(np.zeros((1, 1)), 0.5, ("nope",))
     with pytest.raises(ValueError, match=r"\bp\b"):
         Polynomial(0.0)
-    with pytest.raises(ValueError, match=r"\bp\b"):
+    with pytest.raises(TypeError, match=r"\bp\b"):
         Polynomial(True)  # a bool is not an exponent
     with pytest.raises(ValueError, match=r"\bb\b"):
         VP(b=-1.0)
-    with pytest.raises(ValueError, match=r"\bB\b"):
+    with pytest.raises(TypeError, match=r"\bB\b"):
         VP(B=True)
+    with pytest.raises(ValueError, match=r"\bB\b"):
+        VP(b=2.0, B=1.0)
     with pytest.raises(TypeError, match="alpha"):
         Custom(1.0, lambda t: 1 - t)  # type: ignore[arg-type]
     mp = MarginalPath(gm, Linear())
@@ -248,3 +251,260 @@ def test_valid_input_gives_finite_output(backend: Any, case: Case, name: str, t:
         out = backend.to_numpy(mp.evaluate(x, t, (q,))[q])
         assert np.all(np.isfinite(out)), (q, t)
     assert np.all(np.isfinite(backend.to_numpy(residual(mp, x, t))))
+
+
+# -- one rule for scalar arguments (fmref._check) ----------------------------------------------
+# Each public entry is called twice, with Python scalars and with NumPy ones (int64/int32 for
+# ints, float64 for floats: float32 would change the value itself), and must give the same
+# result; then each scalar argument gets a wrong type (TypeError) and a wrong value
+# (ValueError), and the message must name the argument.
+def _scalar_entries() -> dict[str, Callable[[Callable[[int], Any], Callable[[float], Any]], Any]]:
+    from fmref import likelihood, losses, metrics, samplers, sde
+    from fmref.mixtures import eight_gaussians, random_2d, random_mixture
+    from fmref.mlp import MLP
+    from fmref.optim import Adam, cosine_decay
+    from fmref.train import TrainConfig
+
+    gm = GaussianMixture([0.4, 0.6], MEANS, [1.0, 0.5])
+    mp = MarginalPath(gm, Linear())
+    x = np.random.default_rng(0).standard_normal((6, 2))
+
+    def adam(i: Any, r: Any) -> Any:
+        p = [np.ones(2)]
+        opt = Adam(
+            p,
+            lr=r(0.1),
+            betas=(r(0.8), r(0.9)),
+            eps=r(1e-8),
+            weight_decay=r(0.01),
+            clip_norm=r(1.0),
+            schedule=cosine_decay(i(4), warmup=i(1)),
+        )
+        opt.step([np.array([0.5, -2.0])])
+        return p[0]
+
+    return {
+        "GaussianMixture.sample": lambda i, r: gm.sample(i(5), rng=i(3)),
+        "MarginalPath.sample": lambda i, r: mp.sample(i(5), r(0.7), rng=i(3)),
+        "eight_gaussians": lambda i, r: eight_gaussians(r(4.0), r(0.2)).means,
+        "random_2d": lambda i, r: random_2d(i(3), r(0.5), r(4.0), i(2)).means,
+        "random_mixture": lambda i, r: (
+            random_mixture(
+                i(2),
+                i(3),
+                "full",
+                rng=i(1),
+                mean_scale=r(2.0),
+                var_range=(r(0.3), r(1.0)),
+                ridge=r(0.1),
+            ).means
+        ),
+        "integrate": lambda i, r: integrate_rk(mp, x, i, r),
+        "samplers.sample": lambda i, r: (
+            samplers.sample(mp.vector_field, i(4), rng=i(2), dim=i(2), method="euler", steps=i(3)).x
+        ),
+        "integrate_sde": lambda i, r: (
+            sde.integrate_sde(
+                mp.vector_field,
+                x,
+                rng=i(1),
+                sigma=r(0.5),
+                score=mp.score,
+                steps=i(3),
+                t0=r(0.0),
+                t1=r(0.9),
+            ).x
+        ),
+        "sample_sde": lambda i, r: (
+            sde.sample_sde(mp, i(4), rng=i(1), sigma=r(0.5), steps=i(3), t1=r(0.9)).x
+        ),
+        "log_likelihood": lambda i, r: (
+            likelihood.log_likelihood(
+                mp.vector_field, x, t0=r(0.0), t1=r(1.0), method="rk4", steps=i(3)
+            ).log_prob
+        ),
+        "Hutchinson": lambda i, r: (
+            likelihood.log_likelihood(
+                mp.vector_field,
+                x,
+                method="euler",
+                steps=i(2),
+                divergence=likelihood.Hutchinson(
+                    n_probes=i(2), rng=i(4), jacobian="fd", fd_step=r(1e-4)
+                ),
+            ).log_prob
+        ),
+        "mean_log_prob": lambda i, r: metrics.mean_log_prob(gm, x, rng=i(2), n_reference=i(50)).z,
+        "energy_null": lambda i, r: metrics.energy_null(
+            lambda m, g: gm.sample(m, rng=g), i(5), i(6), rng=i(1), repeats=i(2)
+        ),
+        "sliced_wasserstein": lambda i, r: metrics.sliced_wasserstein(
+            x, x + 1.0, rng=i(1), n_projections=i(8), p=r(1.5)
+        ),
+        "Adam + cosine_decay": adam,
+        "MLP": lambda i, r: MLP(i(2), (i(3),), time_frequencies=i(1), rng=i(0))(x, r(0.3)),
+        "TrainConfig": lambda i, r: TrainConfig(
+            steps=i(3), batch=i(4), lr=r(0.01), warmup=i(1), seed=i(2), clip_norm=r(1.0)
+        ),
+        "cfm_loss": lambda i, r: (
+            losses.cfm_loss(mp.vector_field, mp, n=i(64), rng=i(1), t_max=r(0.9), bins=i(2)).value
+        ),
+        "Polynomial": lambda i, r: Polynomial(r(1.5))(np.asarray([0.5])).alpha,
+        "VP": lambda i, r: VP(b=r(0.2), B=r(10.0))(np.asarray([0.5])).alpha,
+    }
+
+
+def integrate_rk(mp: MarginalPath, x: Any, i: Any, r: Any) -> Any:
+    """Fixed-step and adaptive runs, every scalar option set."""
+    from fmref.samplers import integrate
+
+    a = integrate(mp.vector_field, x, method="rk4", steps=i(3), t0=r(0.1), t1=r(0.9)).x
+    b = integrate(mp.vector_field, x, method="rk45", rtol=r(1e-6), atol=r(1e-8)).x
+    return np.concatenate([a, b])
+
+
+def _as_dict(v: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(v) if is_dataclass(v) else v
+
+
+@pytest.mark.parametrize("integer", [np.int64, np.int32])
+@pytest.mark.parametrize("entry", sorted(_scalar_entries()))
+def test_numpy_scalars_work_where_python_ones_do(entry: str, integer: Any) -> None:
+    call = _scalar_entries()[entry]
+    want = call(int, float)
+    got = call(integer, np.float64)
+    if isinstance(want, dict) or hasattr(want, "__dataclass_fields__"):
+        assert _as_dict(got) == _as_dict(want)
+    else:
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def _bad_scalar_cases() -> list[tuple[str, Callable[[], Any], type[Exception], str]]:
+    from fmref import likelihood, losses, metrics, samplers, sde
+    from fmref.mixtures import eight_gaussians, random_2d, random_mixture
+    from fmref.mlp import MLP
+    from fmref.optim import Adam, cosine_decay
+    from fmref.train import TrainConfig
+
+    gm = GaussianMixture([0.4, 0.6], MEANS, [1.0, 0.5])
+    mp = MarginalPath(gm, Linear())
+    x = np.zeros((3, 2))
+    u = mp.vector_field
+    te, ve = TypeError, ValueError
+    return [
+        ("sample n type", lambda: gm.sample(2.0, rng=0), te, r"\bn\b"),
+        ("sample n value", lambda: gm.sample(-1, rng=0), ve, r"\bn\b"),
+        ("sample rng type", lambda: gm.sample(2, rng=1.5), te, r"\brng\b"),
+        ("sample rng missing", lambda: gm.sample(2), te, r"\brng\b"),
+        ("sample rng value", lambda: gm.sample(2, rng=-1), ve, r"\brng\b"),
+        ("eight radius", lambda: eight_gaussians("5"), te, "radius"),
+        ("eight variance", lambda: eight_gaussians(5.0, -1.0), ve, "variance"),
+        ("random_2d nmodes", lambda: random_2d(True), te, "nmodes"),
+        ("random_2d std", lambda: random_2d(3, 0.0), ve, "std"),
+        ("random_mixture k", lambda: random_mixture(0, 2), ve, r"\bk\b"),
+        ("random_mixture d", lambda: random_mixture(2, 2.0), te, r"\bd\b"),
+        ("random_mixture var", lambda: random_mixture(2, 2, var_range=(1.0, 0.5)), ve, "var_range"),
+        ("integrate steps type", lambda: samplers.integrate(u, x, steps=2.0), te, "steps"),
+        ("integrate steps value", lambda: samplers.integrate(u, x, steps=0), ve, "steps"),
+        ("integrate t0 type", lambda: samplers.integrate(u, x, t0="0"), te, r"\bt0\b"),
+        ("integrate t1 value", lambda: samplers.integrate(u, x, t1=1.5), ve, r"\bt1\b"),
+        ("integrate method", lambda: samplers.integrate(u, x, method="rk3"), ve, "method"),
+        ("integrate rtol", lambda: samplers.integrate(u, x, method="rk45", rtol=0.0), ve, "rtol"),
+        ("integrate atol", lambda: samplers.integrate(u, x, method="rk45", atol=None), te, "atol"),
+        ("integrate field", lambda: samplers.integrate(3, x), te, "field"),
+        ("sample n", lambda: samplers.sample(u, 0, rng=0), ve, r"\bn\b"),
+        ("sample dim", lambda: samplers.sample(lambda x, t: x, 2, rng=0, dim=2.0), te, "dim"),
+        ("sde rng", lambda: sde.integrate_sde(u, x, rng=None, sigma=0.0), te, "rng"),
+        ("sde steps", lambda: sde.integrate_sde(u, x, rng=0, sigma=0.0, steps=True), te, "steps"),
+        ("sample_sde n", lambda: sde.sample_sde(mp, 1.0, rng=0, sigma=0.0), te, r"\bn\b"),
+        ("ll t0", lambda: likelihood.log_likelihood(u, x, t0=-0.1), ve, r"\bt0\b"),
+        ("ll steps", lambda: likelihood.log_likelihood(u, x, method="rk4", steps=1.5), te, "steps"),
+        ("hutch n_probes", lambda: likelihood.Hutchinson(rng=0, n_probes=0), ve, "n_probes"),
+        ("hutch rng", lambda: likelihood.Hutchinson(rng="0"), te, "rng"),
+        ("hutch fd_step", lambda: likelihood.Hutchinson(rng=0, fd_step="h"), te, "fd_step"),
+        ("hutch probe", lambda: likelihood.Hutchinson(rng=0, probe=1), te, "probe"),
+        (
+            "mlp n_reference",
+            lambda: metrics.mean_log_prob(gm, x, rng=0, n_reference=1),
+            ve,
+            "n_reference",
+        ),
+        (
+            "energy repeats",
+            lambda: metrics.energy_null(gm.sample, 4, 4, rng=0, repeats=1.0),
+            te,
+            "repeats",
+        ),
+        ("sw p", lambda: metrics.sliced_wasserstein(x, x, rng=0, p=0.5), ve, r"\bp\b"),
+        (
+            "sw n_projections",
+            lambda: metrics.sliced_wasserstein(x, x, rng=0, n_projections=2.0),
+            te,
+            "n_projections",
+        ),
+        ("adam lr type", lambda: Adam([np.ones(1)], lr="1"), te, r"\blr\b"),
+        ("adam lr value", lambda: Adam([np.ones(1)], lr=0.0), ve, r"\blr\b"),
+        ("adam beta", lambda: Adam([np.ones(1)], betas=(0.9, 1.0)), ve, r"betas\[1\]"),
+        ("cosine_decay steps", lambda: cosine_decay(np.float64(3)), te, "total_steps"),
+        ("cosine_decay warmup", lambda: cosine_decay(3, warmup=3), ve, "warmup"),
+        ("MLP dim", lambda: MLP(0, rng=0), ve, "dim"),
+        ("MLP rng", lambda: MLP(2, rng=None), te, "rng"),
+        (
+            "MLP time_frequencies",
+            lambda: MLP(2, rng=0, time_frequencies=1.0),
+            te,
+            "time_frequencies",
+        ),
+        ("TrainConfig steps", lambda: TrainConfig(steps=0), ve, "steps"),
+        ("TrainConfig batch", lambda: TrainConfig(batch=2.0), te, "batch"),
+        ("TrainConfig lr", lambda: TrainConfig(lr=float("nan")), ve, r"\blr\b"),
+        ("TrainConfig objective", lambda: TrainConfig(objective="x"), ve, "objective"),
+        ("cfm_loss n", lambda: losses.cfm_loss(u, mp, n=1), ve, r"\bn\b"),
+        ("cfm_loss t_max", lambda: losses.cfm_loss(u, mp, t_max=0.0), ve, "t_max"),
+        ("cfm_loss bins", lambda: losses.cfm_loss(u, mp, bins=True), te, "bins"),
+        ("cfm_loss rng", lambda: losses.cfm_loss(u, mp, rng=None), te, "rng"),
+        ("Polynomial p", lambda: Polynomial("2"), te, r"\bp\b"),
+        ("VP b", lambda: VP(b=0.0), ve, r"\bb\b"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "name"),
+    [pytest.param(c, e, n, id=i) for i, c, e, n in _bad_scalar_cases()],
+)
+def test_wrong_scalar_type_or_value_names_the_argument(
+    call: Callable[[], Any], error: type[Exception], name: str
+) -> None:
+    with pytest.raises(error, match=name) as info:
+        call()
+    assert type(info.value) is error  # not a subclass standing in for the other class
+
+
+def test_positional_rng_is_deprecated_but_works() -> None:
+    """The 0.1 spelling p.sample(1000, 0.7, rng) and GaussianMixture.sample(n, rng) still work,
+    with a DeprecationWarning, and draw exactly what the keyword form draws."""
+    gm = GaussianMixture([0.4, 0.6], MEANS, [1.0, 0.5])
+    mp = MarginalPath(gm, Linear())
+    with pytest.warns(DeprecationWarning, match="rng"):
+        old = mp.sample(20, 0.7, np.random.default_rng(0))
+    np.testing.assert_array_equal(old, mp.sample(20, 0.7, rng=np.random.default_rng(0)))
+    with pytest.warns(DeprecationWarning, match="rng"):
+        old = gm.sample(20, 5)
+    np.testing.assert_array_equal(old, gm.sample(20, rng=5))
+    with pytest.raises(TypeError, match="both"):
+        gm.sample(20, 5, rng=5)
+
+
+def test_rng_from_is_the_one_conversion() -> None:
+    from fmref._check import check_rng
+    from fmref.mixtures import rng_from
+
+    assert rng_from is check_rng
+    g = np.random.default_rng(1)
+    assert check_rng(g) is g
+    assert check_rng(np.int64(7)).integers(1 << 30) == np.random.default_rng(7).integers(1 << 30)
+    for bad in (None, True, 1.0, np.random.RandomState(0)):
+        with pytest.raises(TypeError, match="rng"):
+            check_rng(bad)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from fmref.exact import gaussian_flow
-from fmref.likelihood import log_likelihood
+from fmref.likelihood import Hutchinson, log_likelihood
 from fmref.marginals import MarginalPath
 from fmref.mixtures import GaussianMixture, eight_gaussians
+from fmref.samplers import METHODS
 from fmref.schedules import VP, Cosine, Linear
 
 MEAN = np.array([1.0, -2.0])
@@ -29,7 +30,7 @@ def _mixture() -> GaussianMixture:
 def test_exact_field_reproduces_log_p_data(data, schedule):
     """Target ≤ 1e-5 nats in float64; DOP853 at rtol = atol = 1e-10 reaches ~1e-9."""
     mp = MarginalPath(data, schedule)
-    x1 = data.sample(150, 0)
+    x1 = data.sample(150, rng=0)
     res = log_likelihood(mp.vector_field, x1, divergence=mp.divergence)
     np.testing.assert_allclose(res.log_prob, data.log_prob(x1), rtol=0, atol=1e-8)
     np.testing.assert_allclose(res.log_prob, res.log_p0 - res.delta, rtol=0, atol=1e-12)
@@ -40,7 +41,7 @@ def test_exact_field_reproduces_log_p_data(data, schedule):
 def test_vp_needs_exact_log_p0():
     data = _mixture()
     mp = MarginalPath(data, VP())
-    x1 = data.sample(100, 1)
+    x1 = data.sample(100, rng=1)
     res = log_likelihood(mp.vector_field, x1, log_p0=lambda x: mp.log_prob(x, 0.0))
     np.testing.assert_allclose(res.log_prob, data.log_prob(x1), rtol=0, atol=1e-8)
     # N(0, I) in place of p_0 is off by a visible amount (α_0 ≈ 6e-3, so only slightly).
@@ -51,7 +52,7 @@ def test_vp_needs_exact_log_p0():
 def test_start_time_after_zero_with_exact_log_p_t0():
     data = _mixture()
     mp = MarginalPath(data, Cosine())
-    x1 = data.sample(50, 3)
+    x1 = data.sample(50, rng=3)
     res = log_likelihood(mp.vector_field, x1, t0=0.4, log_p0=lambda x: mp.log_prob(x, 0.4))
     np.testing.assert_allclose(res.log_prob, data.log_prob(x1), rtol=0, atol=1e-8)
 
@@ -68,23 +69,33 @@ def test_single_gaussian_closed_forms(schedule):
     np.testing.assert_allclose(res.delta, 0.5 * np.log(np.linalg.det(COV)), rtol=0, atol=1e-9)
 
 
-@pytest.mark.slow
-def test_fused_and_plain_callables_agree_and_fixed_step_converges():
+def test_fused_and_plain_callables_agree():
     mp = MarginalPath(_mixture(), Cosine())
-    x1 = mp.data.sample(60, 3)
+    x1 = mp.data.sample(60, rng=3)
     fused = log_likelihood(mp.vector_field, x1, divergence=mp.divergence)
     plain = log_likelihood(
         lambda x, t: mp.vector_field(x, t), x1, divergence=lambda x, t: mp.divergence(x, t)
     )
     np.testing.assert_allclose(fused.log_prob, plain.log_prob, rtol=0, atol=1e-12)
     assert fused.nfe == plain.nfe
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [name for name, m in METHODS.items() if not m.adaptive])
+def test_fixed_step_likelihood_converges_at_the_table_order(method):
+    """The backward solve runs the table's method: its error against the exact log p_data
+    falls at the table's order, and it calls the field once per stage node per step."""
+    mp = MarginalPath(_mixture(), Cosine())
+    x1 = mp.data.sample(60, rng=3)
     want = mp.data.log_prob(x1)
-    errs = [
-        np.abs(log_likelihood(mp.vector_field, x1, method="rk4", steps=s).log_prob - want).max()
-        for s in (25, 50, 100)
-    ]
-    slope = np.polyfit(np.log([1 / 25, 1 / 50, 1 / 100]), np.log(errs), 1)[0]
-    assert abs(slope - 4) < 0.5, (errs, slope)
+    steps = (25, 50, 100)
+    errs = []
+    for s in steps:
+        res = log_likelihood(mp.vector_field, x1, method=method, steps=s)
+        errs.append(np.abs(res.log_prob - want).max())
+        assert res.nfe == len(METHODS[method].nodes) * s
+    slope = np.polyfit(np.log(1 / np.array(steps)), np.log(errs), 1)[0]
+    assert abs(slope - METHODS[method].order) < 0.5, (errs, slope)
 
 
 class _JvpOnly:
@@ -103,12 +114,12 @@ class _JvpOnly:
 def test_hutchinson_is_unbiased(source, probe):
     """Mean over points of (estimate − exact) ∫ div u is within 4 of its standard errors."""
     mp = MarginalPath(_mixture(), Linear())
-    x1 = mp.data.sample(150, 4)
+    x1 = mp.data.sample(150, rng=4)
     exact = log_likelihood(mp.vector_field, x1, method="rk4", steps=40)
     field = mp.vector_field if source != "fd" else (lambda x, t: mp.vector_field(x, t))
     js = _JvpOnly(mp) if source == "jvp" else None
-    est = log_likelihood(field, x1, divergence="hutchinson", n_probes=6, probe=probe, rng=5,
-                         method="rk4", steps=40, jacobian_source=js)  # fmt: skip
+    opts = Hutchinson(n_probes=6, probe=probe, rng=5, jacobian=js)
+    est = log_likelihood(field, x1, divergence=opts, method="rk4", steps=40)
     # The trajectory does not depend on the probes: same X_0 as the exact run.
     np.testing.assert_allclose(est.x0, exact.x0, rtol=0, atol=1e-10)
     diff = est.delta - exact.delta
@@ -128,13 +139,13 @@ def test_hutchinson_is_unbiased(source, probe):
 def test_rademacher_is_exact_for_isotropic_jacobian():
     """Single isotropic Gaussian data: ∇u = c_t I, so vᵀ∇u v = c_t d for every ±1 probe."""
     mp = MarginalPath(GaussianMixture.gaussian(MEAN, 0.5), Cosine())
-    x1 = mp.data.sample(20, 6)
+    x1 = mp.data.sample(20, rng=6)
     exact = log_likelihood(mp.vector_field, x1, method="rk4", steps=30)
-    est = log_likelihood(mp.vector_field, x1, divergence="hutchinson", n_probes=3, rng=0,
+    est = log_likelihood(mp.vector_field, x1, divergence=Hutchinson(n_probes=3, rng=0),
                          method="rk4", steps=30)  # fmt: skip
     np.testing.assert_allclose(est.delta, exact.delta, rtol=0, atol=1e-12)
     np.testing.assert_allclose(est.stderr, 0.0, rtol=0, atol=1e-12)
-    one = log_likelihood(mp.vector_field, x1, divergence="hutchinson", rng=0, steps=30,
+    one = log_likelihood(mp.vector_field, x1, divergence=Hutchinson(rng=0), steps=30,
                          method="rk4")  # fmt: skip
     assert one.stderr is None
 
@@ -143,7 +154,7 @@ def test_rademacher_is_exact_for_isotropic_jacobian():
 @pytest.mark.parametrize("method", ["rk4", "dop853"])
 def test_backends_agree(backend, method):
     mp = MarginalPath(_mixture(), Linear())
-    x1 = mp.data.sample(20, 7)
+    x1 = mp.data.sample(20, rng=7)
     # A loose tolerance keeps the adaptive run short (torch pays a fixed cost per call).
     kw = {"method": method, "steps": 20, "rtol": 1e-6, "atol": 1e-6}
     want = log_likelihood(mp.vector_field, x1, **kw)
@@ -155,16 +166,26 @@ def test_backends_agree(backend, method):
 
 def test_bad_input():
     mp = MarginalPath(_mixture(), Linear())
-    x1 = mp.data.sample(5, 8)
+    x1 = mp.data.sample(5, rng=8)
     u = mp.vector_field
-    with pytest.raises(ValueError, match="rng"):
-        log_likelihood(u, x1, divergence="hutchinson")
+    with pytest.raises(TypeError, match="rng"):
+        Hutchinson()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="rng"):
+        Hutchinson(rng=None)
     with pytest.raises(ValueError, match="probe must be"):
-        log_likelihood(u, x1, divergence="hutchinson", rng=0, probe="uniform")
+        Hutchinson(rng=0, probe="uniform")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n_probes must be"):
-        log_likelihood(u, x1, divergence="hutchinson", rng=0, n_probes=0)
+        Hutchinson(rng=0, n_probes=0)
+    with pytest.raises(TypeError, match="n_probes must be"):
+        Hutchinson(rng=0, n_probes=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fd_step"):
+        Hutchinson(rng=0, fd_step=-1.0)
+    with pytest.raises(TypeError, match="jacobian must expose"):
+        Hutchinson(rng=0, jacobian=object())
     with pytest.raises(ValueError, match="divergence must be"):
         log_likelihood(u, x1, divergence="trace")
+    with pytest.raises(TypeError, match="apply only to"):
+        log_likelihood(u, x1, n_probes=3)
     with pytest.raises(TypeError, match="no divergence method"):
         log_likelihood(lambda x, t: u(x, t), x1)
     with pytest.raises(ValueError, match="t0 must be smaller than t1"):
@@ -176,7 +197,7 @@ def test_bad_input():
         log_likelihood(u, x1, log_p0=lambda x: x, **kw)
     with pytest.raises(ValueError, match="log_p0 returned NaN"):
         log_likelihood(u, x1, log_p0=lambda x: x[:, 0] * np.nan, **kw)
-    with pytest.raises(ValueError, match="t1 must be a float in"):
+    with pytest.raises(ValueError, match=r"t1 must be a finite real number >= 0\.0 and <= 1\.0"):
         log_likelihood(u, x1, t1=1.5)
     with pytest.raises(ValueError, match=r"divergence must return shape \(5,\)"):
         log_likelihood(u, x1, divergence=lambda x, t: x)
@@ -186,10 +207,23 @@ def test_bad_input():
         log_likelihood(u, x1, divergence=lambda x, t: x[:, 0] + np.inf, method="rk4")
     with pytest.raises(TypeError, match="log_p0 must be"):
         log_likelihood(u, x1, log_p0=3.0)
-    with pytest.raises(ValueError, match="fd_step"):
-        log_likelihood(lambda x, t: u(x, t), x1, divergence="hutchinson", rng=0, fd_step=-1.0)
-    with pytest.raises(TypeError, match="jacobian_source must expose"):
-        log_likelihood(u, x1, divergence="hutchinson", rng=0, jacobian_source=object())
+
+
+def test_hutchinson_keywords_are_a_deprecated_spelling_of_the_options_object():
+    """The 0.1 spelling divergence="hutchinson", n_probes=, rng=, ... gives the same result."""
+    mp = MarginalPath(_mixture(), Linear())
+    x1 = mp.data.sample(10, rng=8)
+    kw = {"method": "rk4", "steps": 4}
+    new = log_likelihood(
+        mp.vector_field, x1, divergence=Hutchinson(n_probes=2, rng=3, jacobian="fd"), **kw
+    )
+    with pytest.warns(DeprecationWarning, match="Hutchinson"):
+        old = log_likelihood(mp.vector_field, x1, divergence="hutchinson", n_probes=2, rng=3,
+                             jacobian_source="fd", **kw)  # fmt: skip
+    np.testing.assert_array_equal(old.log_prob, new.log_prob)
+    assert old.nfe == new.nfe == 4 * 4 * (1 + 2 * 2)
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="rng"):
+        log_likelihood(mp.vector_field, x1, divergence="hutchinson")
 
 
 def test_mlp_field_exact_trace_and_hutchinson():
@@ -210,12 +244,12 @@ def test_mlp_field_exact_trace_and_hutchinson():
     fd = log_likelihood(mlp, x1, divergence=fd_trace, **kw)
     np.testing.assert_allclose(exact.log_prob, fd.log_prob, rtol=0, atol=1e-7)
     for source in (None, "fd"):
-        est = log_likelihood(mlp, x1, divergence="hutchinson", n_probes=4, probe="gaussian",
-                             rng=1, jacobian_source=source, **kw)  # fmt: skip
+        opts = Hutchinson(n_probes=4, probe="gaussian", rng=1, jacobian=source)
+        est = log_likelihood(mlp, x1, divergence=opts, **kw)
         diff = est.delta - exact.delta
         se = float(np.std(diff, ddof=1)) / math.sqrt(diff.shape[0])
         assert abs(diff.mean()) < 4 * se and se > 0, (source, diff.mean(), se)
     # sample() reads the dimension from the MLP.
     from fmref.samplers import sample
 
-    assert sample(mlp, 5, 0, method="euler", steps=2).x.shape == (5, 2)
+    assert sample(mlp, 5, rng=0, method="euler", steps=2).x.shape == (5, 2)

@@ -21,7 +21,7 @@ SHAPES = [(1, 1), (1, 4), (3, 2), (5, 6)]  # (k, d)
 @pytest.mark.parametrize(("k", "d"), SHAPES)
 def test_log_prob_and_responsibilities_match_scipy(backend: Any, kind: str, k: int, d: int) -> None:
     case = make_case(10 * k + d, k, d, kind)
-    x = case.gm.sample(7, 1) + np.random.default_rng(2).normal(size=(7, d))
+    x = case.gm.sample(7, rng=1) + np.random.default_rng(2).normal(size=(7, d))
     bx = backend.asarray(x)
     np.testing.assert_allclose(
         backend.to_numpy(case.gm.log_prob(bx)),
@@ -41,7 +41,7 @@ def test_log_prob_and_responsibilities_match_scipy(backend: Any, kind: str, k: i
 @pytest.mark.parametrize(("k", "d"), SHAPES)
 def test_score_is_gradient_of_log_prob(backend: Any, kind: str, k: int, d: int) -> None:
     case = make_case(7 * k + d, k, d, kind)
-    x = case.gm.sample(5, 3)
+    x = case.gm.sample(5, rng=3)
     got = backend.to_numpy(case.gm.score(backend.asarray(x)))
     # Eigenvalues ≥ 0.2, so features have scale ≥ 0.45; h = 1e-3 with the O(h⁴) stencil.
     want = fd_grad(lambda xs: ref_log_prob(case, xs, 1.0, 0.0), x, 1e-3)
@@ -91,7 +91,7 @@ def test_moments_formula_and_samples(kind: str) -> None:
     np.testing.assert_allclose(case.gm.eigenvalues, lam, rtol=1e-12, atol=1e-13)
 
     n = 40_000
-    z, comp = case.gm.sample(n, np.random.default_rng(5), return_components=True)
+    z, comp = case.gm.sample(n, rng=np.random.default_rng(5), return_components=True)
     assert z.shape == (n, 3) and z.dtype == np.float64
     # Sample mean within 5 standard errors.
     se_mean = np.sqrt(np.diag(second - np.outer(m, m)) / n)
@@ -112,14 +112,14 @@ def test_moments_formula_and_samples(kind: str) -> None:
 
 def test_sample_reproducible_and_like(backend: Any) -> None:
     gm = make_case(3, 3, 2, "full").gm
-    a = gm.sample(50, 123)
-    b = gm.sample(50, np.random.default_rng(123))
+    a = gm.sample(50, rng=123)
+    b = gm.sample(50, rng=np.random.default_rng(123))
     np.testing.assert_array_equal(a, b)
     like = backend.asarray(np.zeros((1, 2)))
-    zb = gm.sample(50, 123, like=like)
+    zb = gm.sample(50, rng=123, like=like)
     assert zb.dtype == like.dtype
     np.testing.assert_allclose(backend.to_numpy(zb), a, rtol=0, atol=0)
-    assert gm.sample(0, 1).shape == (0, 2)
+    assert gm.sample(0, rng=1).shape == (0, 2)
 
 
 def test_empirical_points(backend: Any) -> None:
@@ -129,7 +129,7 @@ def test_empirical_points(backend: Any) -> None:
     np.testing.assert_allclose(gm.weights, np.full(4, 0.25), rtol=0, atol=1e-16)
     np.testing.assert_allclose(gm.mean(), pts.mean(0), rtol=1e-15, atol=1e-15)
     np.testing.assert_allclose(gm.covariance(), np.cov(pts.T, bias=True), rtol=1e-14, atol=1e-14)
-    z = gm.sample(400, 0)
+    z = gm.sample(400, rng=0)
     # Every draw is one of the points exactly, and each point appears.
     dist = np.abs(z[:, None, :] - pts[None]).max(axis=2)
     assert np.all(dist.min(axis=1) == 0)
@@ -170,7 +170,7 @@ def test_named_datasets() -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_float32_close_to_float64(backend32: Any, kind: str) -> None:
     case = make_case(4, 3, 4, kind)
-    x = case.gm.sample(9, 0)
+    x = case.gm.sample(9, rng=0)
     lp = case.gm.log_prob(backend32.asarray(x))
     sc = case.gm.score(backend32.asarray(x))
     assert lp.dtype == backend32.dtype and sc.dtype == backend32.dtype

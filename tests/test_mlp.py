@@ -256,10 +256,8 @@ def test_initialisation_statistics(act: str, hidden_std: Any) -> None:
     ("kwargs", "match"),
     [
         ({"dim": 0}, "dim"),
-        ({"dim": True}, "dim"),
         ({"hidden": ()}, "hidden"),
         ({"hidden": (4, 0)}, r"hidden\[1\]"),
-        ({"hidden": (4.5,)}, r"hidden\[0\]"),
         ({"activation": "gelu"}, "activation"),
         ({"time_frequencies": -1}, "time_frequencies"),
         ({"dtype": "float16"}, "dtype"),
@@ -268,6 +266,22 @@ def test_initialisation_statistics(act: str, hidden_std: Any) -> None:
 def test_bad_hyper_parameters(kwargs: dict, match: str) -> None:
     args = {"dim": 2, "rng": 0, **kwargs}
     with pytest.raises(ValueError, match=match):
+        MLP(**args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"dim": True}, "dim"),
+        ({"dim": 2.0}, "dim"),
+        ({"hidden": 4}, "hidden"),
+        ({"hidden": (4.5,)}, r"hidden\[0\]"),
+        ({"activation": None}, "activation"),
+    ],
+)
+def test_wrong_hyper_parameter_types(kwargs: dict, match: str) -> None:
+    args = {"dim": 2, "rng": 0, **kwargs}
+    with pytest.raises(TypeError, match=match):
         MLP(**args)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fmref.mlp import MLP
-from fmref.optim import Adam, cosine_schedule
+from fmref.optim import Adam, cosine_decay, cosine_schedule
 
 EPS = 1e-8
 
@@ -68,8 +68,8 @@ def test_global_norm_clipping() -> None:
     )
 
 
-def test_cosine_schedule_values_and_use() -> None:
-    s = cosine_schedule(4)
+def test_cosine_decay_values_and_use() -> None:
+    s = cosine_decay(4)
     got = [s(k) for k in range(6)]
     want = [
         1.0,
@@ -80,7 +80,7 @@ def test_cosine_schedule_values_and_use() -> None:
         0,
     ]
     np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-16)
-    w = cosine_schedule(6, warmup=2)
+    w = cosine_decay(6, warmup=2)
     np.testing.assert_allclose(
         [w(0), w(1), w(2), w(4)], [0.5, 1.0, 1.0, 0.5], rtol=1e-15, atol=1e-16
     )
@@ -136,7 +136,7 @@ def test_trains_an_mlp_and_keeps_float32() -> None:
     x = g.standard_normal((64, 2)).astype(np.float32)
     t = g.uniform(size=64).astype(np.float32)
     model = MLP(2, (32, 32), dtype="float32", rng=3)
-    opt = Adam(model.params, lr=1e-2, schedule=cosine_schedule(300))
+    opt = Adam(model.params, lr=1e-2, schedule=cosine_decay(300))
     first = model.loss_and_grad(x, t, -x)[0]
     for _ in range(300):
         loss, grads = model.loss_and_grad(x, t, -x)
@@ -156,11 +156,24 @@ def test_trains_an_mlp_and_keeps_float32() -> None:
         ({"eps": 0.0}, "eps"),
         ({"weight_decay": -0.1}, "weight_decay"),
         ({"clip_norm": 0.0}, "clip_norm"),
-        ({"schedule": "cosine"}, "schedule"),
     ],
 )
 def test_bad_hyper_parameters(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
+        Adam([np.zeros(2)], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": "0.1"}, "lr"),
+        ({"lr": True}, "lr"),
+        ({"betas": (0.9, None)}, r"betas\[1\]"),
+        ({"schedule": "cosine"}, "schedule"),
+    ],
+)
+def test_wrong_hyper_parameter_types(kwargs: dict, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
         Adam([np.zeros(2)], **kwargs)
 
 
@@ -189,6 +202,13 @@ def test_bad_steps_leave_parameters_untouched() -> None:
     with pytest.raises(ValueError, match=r"v\.0"):
         opt.load_state_dict({"step_count": np.int64(1), "m.0": np.zeros(2), "v.0": -np.ones(2)})
     with pytest.raises(ValueError, match="total_steps"):
-        cosine_schedule(0)
+        cosine_decay(0)
     with pytest.raises(ValueError, match="warmup"):
-        cosine_schedule(5, warmup=5)
+        cosine_decay(5, warmup=5)
+
+
+def test_cosine_schedule_is_a_deprecated_alias_of_cosine_decay() -> None:
+    with pytest.warns(DeprecationWarning, match="cosine_decay"):
+        old = cosine_schedule(10, warmup=2)
+    new = cosine_decay(10, warmup=2)
+    assert [old(k) for k in range(12)] == [new(k) for k in range(12)]

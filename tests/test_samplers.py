@@ -4,6 +4,7 @@ adaptive reference vs fine RK4, the particle view of the continuity equation, ba
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -14,12 +15,12 @@ from fmref.exact import gaussian_flow
 from fmref.marginals import MarginalPath
 from fmref.metrics import compare_log_prob, energy_distance, energy_null
 from fmref.mixtures import GaussianMixture, eight_gaussians
-from fmref.samplers import ORDERS, integrate, sample
+from fmref.samplers import METHODS, ORDERS, integrate, sample
 from fmref.schedules import VP, Cosine, Linear
 
 MEAN = np.array([1.5, -0.5])
 COV = np.array([[2.0, 0.6], [0.6, 0.5]])
-FIXED = ("euler", "heun", "midpoint", "rk4")
+FIXED = tuple(name for name, m in METHODS.items() if not m.adaptive)
 
 
 def _mixture() -> GaussianMixture:
@@ -50,8 +51,7 @@ def test_quadrature_rules_for_time_only_fields(method):
         res = integrate(lambda x, t: (t * t)[:, None] + 0 * x, x0, method=method, steps=n_steps)
         want = _quad_case(method, n_steps)
         np.testing.assert_allclose(res.x, np.full((3, 2), want), rtol=1e-13, atol=1e-15)
-        stages = {"euler": 1, "heun": 2, "midpoint": 2, "rk4": 4}[method]
-        assert res.nfe == stages * n_steps
+        assert res.nfe == len(METHODS[method].nodes) * n_steps
         np.testing.assert_allclose(res.times, np.arange(n_steps + 1) / n_steps, rtol=0, atol=1e-15)
 
 
@@ -78,31 +78,74 @@ def _global_errors(method, schedule, steps_list):
     return np.array(errs)
 
 
-# Expected slopes. Midpoint under Linear superconverges: in the eigenbasis the flow is
-# y(t) = √(α²λ + β²) y_0 with a quadratic radicand, for which the midpoint rule's h³ local
-# error term vanishes (local error O(h⁴), checked numerically: it drops 16x per halving), so its
-# global order is 3 there; under Cosine it is the generic 2.
+# Expected slopes: the table's order, except one case of superconvergence. Midpoint under
+# Linear: in the eigenbasis the flow is y(t) = √(α²λ + β²) y_0 with a quadratic radicand, for
+# which the midpoint rule's h³ local error term vanishes (local error O(h⁴), checked
+# numerically: it drops 16x per halving), so its global order is 3 there; under Cosine it is
+# the table's generic 2.
+SUPERCONVERGENT = {("midpoint", "Linear"): 3}
 ORDER_CASES = [
-    ("euler", Linear(), 1, (8, 16, 32, 64)),
-    ("heun", Linear(), 2, (8, 16, 32, 64)),
-    ("midpoint", Linear(), 3, (8, 16, 32, 64)),
-    ("rk4", Linear(), 4, (16, 32, 64, 128)),
-    ("euler", Cosine(), 1, (8, 16, 32, 64)),
-    ("heun", Cosine(), 2, (8, 16, 32, 64)),
-    ("midpoint", Cosine(), 2, (8, 16, 32, 64)),
-    ("rk4", Cosine(), 4, (16, 32, 64, 128)),
+    (name, schedule, SUPERCONVERGENT.get((name, type(schedule).__name__), METHODS[name].order))
+    for schedule in (Linear(), Cosine())
+    for name in FIXED
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("method", "schedule", "order", "steps"), ORDER_CASES, ids=str)
-def test_empirical_convergence_order(method, schedule, order, steps):
+@pytest.mark.parametrize(("method", "schedule", "order"), ORDER_CASES, ids=str)
+def test_empirical_convergence_order(method, schedule, order):
     """Slope of log(max global error over the grid) vs log h, against gaussian_flow."""
+    # Grids where the error stays well above rounding and below the pre-asymptotic regime.
+    steps = (16, 32, 64, 128) if METHODS[method].order >= 4 else (8, 16, 32, 64)
     errs = _global_errors(method, schedule, steps)
     assert np.all(errs > 1e-12), "errors must stay above rounding for the fit to mean anything"
     slope = np.polyfit(np.log(1.0 / np.array(steps)), np.log(errs), 1)[0]
     assert abs(slope - order) <= 0.25, (method, schedule, slope, errs)
-    assert ORDERS[method] <= order  # the nominal order never exceeds what is observed
+    assert ORDERS[method] == METHODS[method].order <= order
+
+
+def _recorded_calls(method: str, t: float, t_next: float) -> list[float]:
+    """Times at which one step of ``method`` from t to t_next calls the field."""
+    seen: list[float] = []
+
+    def field(x, tt):
+        seen.append(float(tt[0]))
+        return np.sin(x) + tt[:, None]
+
+    integrate(field, np.zeros((2, 3)), method=method, grid=np.array([t, t_next]))
+    return seen
+
+
+@pytest.mark.parametrize("method", FIXED)
+@pytest.mark.parametrize(("t", "t_next"), [(0.25, 0.75), (0.1, 0.4), (0.9, 0.2)])
+def test_stage_nodes_are_the_times_of_the_field_calls(method, t, t_next):
+    """The table's nodes c_i are exactly where each step calls the field: t + c_i h, in order
+    (forward and backward steps)."""
+    nodes = METHODS[method].nodes
+    assert all(isinstance(c, Fraction) and 0 <= c <= 1 for c in nodes)
+    want = [t + float(c) * (t_next - t) for c in nodes]
+    np.testing.assert_allclose(_recorded_calls(method, t, t_next), want, rtol=0, atol=1e-15)
+
+
+def test_stage_node_check_catches_a_wrong_node():
+    """A plausible mistake, midpoint's second call at t + h instead of t + h/2, is caught."""
+    wrong = [0.25 + c * 0.5 for c in (0.0, 1.0)]
+    got = _recorded_calls("midpoint", 0.25, 0.75)
+    assert not np.allclose(got, wrong, rtol=0, atol=1e-15)
+
+
+def test_method_table_is_what_integrate_accepts():
+    """Every table entry runs; every name outside it is refused, naming the argument."""
+    for name in METHODS:
+        res = integrate(lambda x, t: -x, np.ones((1, 1)), method=name, steps=100)
+        assert res.method == name
+        np.testing.assert_allclose(res.x, np.exp(-1.0), rtol=1e-2, atol=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        integrate(lambda x, t: -x, np.ones((1, 1)), method="rk3")
+    with pytest.raises(TypeError, match="method must be one of"):
+        integrate(lambda x, t: -x, np.ones((1, 1)), method=None)
+    assert {n for n, m in METHODS.items() if m.adaptive} == {"rk45", "dop853"}
+    assert all(m.nodes is None and m.scipy_name for m in METHODS.values() if m.adaptive)
 
 
 @pytest.mark.slow
@@ -190,20 +233,20 @@ def test_float32_runs_in_float32(backend32):
 def test_sample_starts_from_p_init_or_exact_p_t0():
     mp = MarginalPath(GaussianMixture.gaussian(MEAN, COV), VP())
     # VP: α_0 ≠ 0, so start from exact p_0 samples; X_1 must have the data's moments.
-    res = sample(mp.vector_field, 20_000, 8, marginal=mp, method="rk4", steps=50)
+    res = sample(mp.vector_field, 20_000, rng=8, marginal=mp, method="rk4", steps=50)
     se = np.sqrt(2.0 / 20_000) * np.diag(COV).max()
     np.testing.assert_allclose(np.cov(res.x.T), COV, rtol=0, atol=5 * se)
     np.testing.assert_allclose(res.x.mean(axis=0), MEAN, rtol=0, atol=5 * se)
     # p_init with the dimension inferred from the bound method's MarginalPath.
     lin = MarginalPath(GaussianMixture.gaussian(MEAN, COV), Linear())
-    a = sample(lin.vector_field, 10, 9, method="euler", steps=3)
+    a = sample(lin.vector_field, 10, rng=9, method="euler", steps=3)
     x0 = np.random.default_rng(9).standard_normal((10, 2))
     np.testing.assert_allclose(a.x, integrate(lin.vector_field, x0, method="euler", steps=3).x,
                                rtol=1e-14, atol=1e-14)  # fmt: skip
     with pytest.raises(ValueError, match="p_init"):
-        sample(lin.vector_field, 10, 0, t0=0.5)
-    with pytest.raises(ValueError, match="dim"):
-        sample(lambda x, t: x, 10, 0)
+        sample(lin.vector_field, 10, rng=0, t0=0.5)
+    with pytest.raises(TypeError, match="dim"):
+        sample(lambda x, t: x, 10, rng=0)
 
 
 @pytest.mark.slow
@@ -217,7 +260,7 @@ def test_particles_follow_the_continuity_equation():
     """
     mp = MarginalPath(eight_gaussians(), Linear())
     n = 1000
-    x0 = mp.sample(n, 0.0, 10)
+    x0 = mp.sample(n, 0.0, rng=10)
     checks = {0.25: 50, 0.5: 100, 0.75: 150, 1.0: 200}
     good = integrate(mp.vector_field, x0, method="rk4", steps=200, return_trajectory=True)
     bad = integrate(
@@ -227,7 +270,7 @@ def test_particles_follow_the_continuity_equation():
     g = np.random.default_rng(11)
     for t, i in checks.items():
         assert math.isclose(good.times[i], t, rel_tol=1e-15, abs_tol=1e-15)
-        ref = mp.sample(20_000, t, g)
+        ref = mp.sample(20_000, t, rng=g)
         cmp = compare_log_prob(lambda y, t=t: mp.log_prob(y, t), good.trajectory[i], ref)
         assert abs(cmp.z) < 4, (t, cmp)
         if t >= 0.75:  # by t = 0.5 the 0.8x field has not yet moved mass far enough
@@ -236,7 +279,7 @@ def test_particles_follow_the_continuity_equation():
         if t in (0.5, 1.0):
             # The null spread is dominated by mode-count fluctuations (8 modes) and the null
             # is right-skewed, hence a 5-standard-deviation level.
-            null = energy_null(lambda m, r, t=t: mp.sample(m, t, r), n, n, g, repeats=15)
+            null = energy_null(lambda m, r, t=t: mp.sample(m, t, rng=r), n, n, rng=g, repeats=15)
             level = null.mean() + 5 * null.std(ddof=1)
             stat = energy_distance(good.trajectory[i], ref[:n])
             assert stat < level, (t, stat, null)
@@ -249,9 +292,10 @@ def _u(x, t):
     return -x
 
 
-@pytest.mark.parametrize("steps", [0, -3, 2.5, True])
-def test_steps_must_be_positive_int(steps):
-    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+@pytest.mark.parametrize(("steps", "error"), [(0, ValueError), (-3, ValueError),
+                                              (2.5, TypeError), (True, TypeError)])  # fmt: skip
+def test_steps_must_be_positive_int(steps, error):
+    with pytest.raises(error, match="steps must be an int >= 1"):
         integrate(_u, np.zeros((2, 2)), steps=steps)
 
 
@@ -273,8 +317,8 @@ def test_grid_must_be_strictly_monotone(ts):
         ({"grid": [0.0, 0.5, 1.2]}, "grid: every time must lie in"),
         ({"grid": [0.0, np.nan]}, "grid: every time must lie in"),
         ({"grid": [[0.0, 1.0]]}, "1-D"),
-        ({"t1": 1.5}, "t1 must lie in"),
-        ({"t0": -0.1}, "t0 must lie in"),
+        ({"t1": 1.5}, "t1 must be a finite real number >= 0.0 and <= 1.0"),
+        ({"t0": -0.1}, "t0 must be a finite real number >= 0.0 and <= 1.0"),
         ({"t0": 0.3, "t1": 0.3}, "must differ"),
         ({"method": "rk2"}, "method must be one of"),
         ({"method": "dop853", "rtol": 0.0}, "rtol must be"),
@@ -318,3 +362,20 @@ def test_field_must_keep_namespace_and_dtype():
     xps = pytest.importorskip("array_api_strict")
     with pytest.raises(TypeError, match="expected an array of x's namespace"):
         integrate(lambda x, t: xps.asarray(x), x0, method="heun", steps=2)
+
+
+def test_docs_method_table():
+    """docs/theory.md lists exactly the methods of the table, with their orders and nodes."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "theory.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] in METHODS:
+            rows[cells[0]] = (int(cells[1]), cells[2])
+    want = {
+        name: (m.order, "adaptive" if m.nodes is None else ", ".join(str(c) for c in m.nodes))
+        for name, m in METHODS.items()
+    }
+    assert rows == want

@@ -118,7 +118,7 @@ def test_both_losses_lead_to_the_same_field() -> None:
     # Distance between the two learned fields, measured like fm_loss with the other as "u".
     g = np.random.default_rng(0)
     t = g.random(2000)
-    x = mp.sample(2000, t, g)
+    x = mp.sample(2000, t, rng=g)
     gap = np.mean(np.sum((a.model(x, t) - b.model(x, t)) ** 2, axis=1))
     u2 = np.mean(np.sum(mp.vector_field(x, t) ** 2, axis=1))
     assert gap / u2 < 0.2

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     schedule: Schedule = SCHEDULES[args.schedule]()
     mp = MarginalPath(DATASETS[args.data](), schedule)
-    x = mp.sample(args.n, args.t, np.random.default_rng(args.seed))
+    x = mp.sample(args.n, args.t, rng=np.random.default_rng(args.seed))
     r = mp.evaluate(x, args.t, ("log_prob", "vector_field", "divergence", "score"))
     print(f"{mp!r} at t = {args.t}")
     print(f"{'x':>22}  {'log p_t':>9}  {'u_t(x)':>22}  {'div u_t':>9}")

@@ -106,7 +106,7 @@ def case_arrays(
     times = [t for t in SUITE_TIMES if not (data.kind == "dirac" and t == 1.0)]
     t = np.repeat(np.asarray(times, dtype=np.float64), per_time)
     n = t.shape[0]
-    z = data.sample(n, g)
+    z = data.sample(n, rng=g)
     eps = g.standard_normal(z.shape)
     path = GaussianPath(schedule)
     ps = path.draw(z, t, eps=eps)

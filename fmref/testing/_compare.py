@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._check import check_float, check_int
 from .._xp import device, from_numpy, namespace, to_numpy
 
 #: dtype name → (rtol, atol) for closed-form quantities; see the table in ``fmref.testing``.
@@ -40,8 +41,8 @@ def default_tolerance(
     Unknown dtypes get the float32 row.
     """
     for name, v in (("rtol", rtol), ("atol", atol)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise ValueError(f"{name} must be a nonnegative number or None, got {v!r}")
+        if v is not None:
+            check_float(v, name, low=0.0)
     r0, a0 = TOLERANCES.get(dtype_name(dtype), TOLERANCES["float32"])
     return (
         r0 * scale if rtol is None else float(rtol),
@@ -126,15 +127,11 @@ DEFAULT_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    return int(n)
+    return check_int(n, "n", low=1)
 
 
 def check_q(q: Any) -> float:
-    if not (isinstance(q, (int, float)) and 0 < q <= 1):
-        raise ValueError(f"quantile must be a number in (0, 1], got {q!r}")
-    return float(q)
+    return check_float(q, "quantile", low=0.0, high=1.0, low_open=True)
 
 
 def valid_times(

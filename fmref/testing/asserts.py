@@ -86,7 +86,7 @@ def assert_quantity_close(
         return True
 
     ts = valid_times(times, ok)
-    x = np.concatenate([marginal.sample(n, t, g) for t in ts], axis=0)
+    x = np.concatenate([marginal.sample(n, t, rng=g) for t in ts], axis=0)
     t_all = np.repeat(np.asarray(ts), n)
     conv = converter(like, to_impl)
     xu, xs = user_inputs(conv, x)
@@ -176,7 +176,7 @@ def assert_conditional_path_close(
 
     ts = valid_times(times, ok, (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
     m = n * len(ts)
-    z = data.sample(m, g)
+    z = data.sample(m, rng=g)
     eps = g.standard_normal(z.shape)
     t_all = np.repeat(np.asarray(ts), n)
     conv = converter(like, to_impl)
@@ -231,7 +231,7 @@ def assert_log_likelihood_close(
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     quantile = check_q(quantile)
     if x is None:
-        x = data.sample(check_n(n), rng_from(rng))
+        x = data.sample(check_n(n), rng=rng_from(rng))
     x = np.asarray(back(x, "x", tuple(np.shape(x))), dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != data.dim:
         raise ValueError(f"x must have shape (n, {data.dim}), got {x.shape}")

@@ -200,4 +200,4 @@ def points(
     if not isinstance(mp, MarginalPath):
         raise TypeError(f"marginal must be a MarginalPath, got {type(mp).__name__}")
     seed = draw(st.integers(0, 2**32 - 1))
-    return np.asarray(mp.sample(nn, tt, np.random.default_rng(seed)))
+    return np.asarray(mp.sample(nn, tt, rng=np.random.default_rng(seed)))

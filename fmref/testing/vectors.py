@@ -33,6 +33,7 @@ from typing import Any, final
 
 import numpy as np
 
+from .._check import check_int
 from ..marginals import QUANTITY_ALIASES, canonical_quantities
 from ._cases import (
     INPUTS,
@@ -122,10 +123,8 @@ def write_suite(
     The same fmref version, ``seed`` and ``per_time`` (points per time per case) give
     byte-identical files. ``out`` must not exist unless ``overwrite`` (then it must hold a suite).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a nonnegative int, got {seed!r}")
-    if isinstance(per_time, bool) or not isinstance(per_time, int) or per_time < 1:
-        raise ValueError(f"per_time must be a positive int, got {per_time!r}")
+    seed = check_int(seed, "seed", low=0)
+    per_time = check_int(per_time, "per_time", low=1)
     out = Path(out)
     if out.exists():
         if not overwrite:
