@@ -4,6 +4,23 @@ For Gaussian-mixture p_data and the Gaussian conditional path every object of fl
 closed form (DESIGN.md §4): density, score, marginal vector field u_t, its Jacobian and
 divergence, ∂_t log p_t, and the posterior over z. All are evaluated in each component's
 eigenbasis, chunked over points so temporaries stay within the memory budget.
+
+Labelled data (``GaussianMixture(..., labels=...)``): every quantity also exists given a class
+y, through a keyword ``y=`` on :meth:`MarginalPath.evaluate` and each method (a label, or one
+label per row, exactly as ``t`` is one time or one per row). Given y, p_t(x | y) =
+Σ_{k∈y} (π_k/π_y) N(x; α μ_k, α² Σ_k + β² I) is again a mixture pushed through the same path,
+so the kernel reuses one eigenbasis pass and only restricts the responsibilities to the class:
+γ_{k|y} ∝ 1[k∈y] π_k N_k. The exact classifier is p_t(y | x) = Σ_{k∈y} γ_k and its gradient
+(classifier guidance) ∇ log p_t(y | x) = Σ_{k∈y} γ_{k|y} s_k − Σ_k γ_k s_k = s_t(x|y) − s_t(x).
+
+Why ``y=`` and not a ``given(y)`` path object: (1) a label is an input of the same kind as
+t, scalar or per row, and a per-row label array belongs with the x it labels; a path object
+holding it would be valid only for batches of that one size and order. (2) One class keeps
+one list of quantities and one chunked engine; a second path class would repeat the method
+list. (3) The single-class path already exists without new API:
+``MarginalPath(data.given(y), path)`` (its quantities equal these, which a test checks).
+(4) Guided fields need the conditional and unconditional quantities at the same (x, t); the
+same object answers both by switching one keyword.
 """
 
 from __future__ import annotations
@@ -14,12 +31,12 @@ from typing import Any, final
 import numpy as np
 
 from . import _dask, _gmm
-from ._xp import Array, chunks, device, memory_budget, on_cpu, points, times
+from ._xp import Array, chunks, device, from_numpy, memory_budget, on_cpu, points, times, to_numpy
 from .mixtures import GaussianMixture, _like, rng_from
 from .paths import GaussianPath
 from .schedules import Schedule, ScheduleValues
 
-__all__ = ["QUANTITIES", "MarginalPath"]
+__all__ = ["QUANTITIES", "QUANTITIES_GIVEN_Y", "MarginalPath"]
 
 #: Names accepted by :meth:`MarginalPath.evaluate`.
 QUANTITIES = (
@@ -36,6 +53,9 @@ QUANTITIES = (
 )
 #: Also accepted by :meth:`MarginalPath.evaluate`, valid for t < 1 only.
 QUANTITIES_BEFORE_ONE = ("cfm_floor_integrand",)
+#: Accepted by :meth:`MarginalPath.evaluate` only with ``y=`` (labelled data): the exact
+#: classifier log p_t(y | x), shape (n,), and its gradient ∇_x log p_t(y | x), shape (n, d).
+QUANTITIES_GIVEN_Y = ("classifier_log_prob", "classifier_score")
 
 
 @final
@@ -82,20 +102,28 @@ class MarginalPath:
         return f"MarginalPath({self.data!r}, {self.schedule!r})"
 
     # -- the engine -----------------------------------------------------------------------
-    def evaluate(self, x: Any, t: Any, quantities: Iterable[str]) -> dict[str, Array]:
+    def evaluate(
+        self, x: Any, t: Any, quantities: Iterable[str], *, y: Any = None
+    ) -> dict[str, Array]:
         """Evaluate several quantities in one pass (sharing rotations and responsibilities).
 
-        ``quantities`` is a subset of :data:`QUANTITIES`; returns a dict name → array.
+        ``quantities`` is a subset of :data:`QUANTITIES`; returns a dict name → array. With
+        ``y`` (an int label or an (n,) integer array of labels of labelled data) each quantity
+        is the one of p_t(· | y), and :data:`QUANTITIES_GIVEN_Y` are also accepted.
         """
         want = (quantities,) if isinstance(quantities, str) else tuple(quantities)
-        known = QUANTITIES + QUANTITIES_BEFORE_ONE
+        known = QUANTITIES + QUANTITIES_BEFORE_ONE + (() if y is None else QUANTITIES_GIVEN_Y)
         bad = [q for q in want if q not in known]
         if bad or not want:
-            raise ValueError(f"quantities must be a nonempty subset of {known}, got {bad}")
+            hint = " (classifier quantities need y=)" if set(bad) & set(QUANTITIES_GIVEN_Y) else ""
+            raise ValueError(f"quantities must be a nonempty subset of {known}{hint}, got {bad}")
+        if y is not None and (_dask.is_dask(x) or _dask.is_dask(t)):
+            raise ValueError("y: conditional quantities of Dask arrays are not supported")
         if _dask.is_dask(x) or _dask.is_dask(t):
             return _dask.evaluate(self, x, t, want)
         x, xp = points(x, self.dim)
         n, d = x.shape
+        lab = None if y is None else _Labels(self.data, y, n, xp, device(x), x.dtype)
         # One shared t keeps the per-time coefficients at k·d instead of n·k·d; a constant
         # (n,) array, as ODE solvers pass, takes the same route.
         shared = _is_scalar(t)
@@ -115,7 +143,11 @@ class MarginalPath:
         for sl in chunks(n, per_row * item, self._budget, cpu=on_cpu(x)):
             rows = slice(None) if shared else sl
             tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp, rhs)
-            vals = _quantities(tm, sv, rows, want, xp)
+            vals = (
+                _quantities(tm, sv, rows, want, xp)
+                if lab is None
+                else _conditional(tm, sv, rows, want, xp, lab.rows(sl))
+            )
             if sl.start == 0 and sl.stop == n:
                 return vals
             # Results go straight into preallocated outputs, so peak memory is the budget plus
@@ -147,58 +179,70 @@ class MarginalPath:
             if not bool(ok):
                 raise ValueError(f"t: {self.schedule!r} has an infinite α̇ or ββ̇ at some t")
 
-    def _one(self, x: Any, t: Any, name: str) -> Array:
-        return self.evaluate(x, t, (name,))[name]
+    def _one(self, x: Any, t: Any, name: str, y: Any = None) -> Array:
+        return self.evaluate(x, t, (name,), y=y)[name]
 
     # -- public quantities ----------------------------------------------------------------
-    def log_prob(self, x: Any, t: Any) -> Array:
+    def log_prob(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """log p_t(x), shape (n,)."""
-        return self._one(x, t, "log_prob")
+        return self._one(x, t, "log_prob", y)
 
-    def score(self, x: Any, t: Any) -> Array:
+    def score(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """∇ log p_t(x) = Σ_k γ_k(x) (−S_k⁻¹ (x − α μ_k)), shape (n, d)."""
-        return self._one(x, t, "score")
+        return self._one(x, t, "score", y)
 
-    def vector_field(self, x: Any, t: Any) -> Array:
+    def vector_field(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """Marginal vector field u_t(x) = Σ_k γ_k (α̇ μ_k + A_k r_k) = α̇ E[z|x] + β̇ E[ε|x]."""
-        return self._one(x, t, "vector_field")
+        return self._one(x, t, "vector_field", y)
 
-    def divergence(self, x: Any, t: Any) -> Array:
+    def divergence(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """div u_t(x) = tr ∇u_t(x), shape (n,)."""
-        return self._one(x, t, "divergence")
+        return self._one(x, t, "divergence", y)
 
-    def jacobian(self, x: Any, t: Any) -> Array:
+    def jacobian(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """∇u_t(x) with entry [i, j] = ∂u_i/∂x_j, shape (n, d, d)."""
-        return self._one(x, t, "jacobian")
+        return self._one(x, t, "jacobian", y)
 
-    def dlog_prob_dt(self, x: Any, t: Any) -> Array:
+    def dlog_prob_dt(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """∂_t log p_t(x) at fixed x, shape (n,)."""
-        return self._one(x, t, "dlog_prob_dt")
+        return self._one(x, t, "dlog_prob_dt", y)
 
-    def responsibilities(self, x: Any, t: Any) -> Array:
+    def responsibilities(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """γ_k(x) = P(component k | X_t = x), shape (n, k)."""
-        return self._one(x, t, "responsibilities")
+        return self._one(x, t, "responsibilities", y)
 
-    def posterior_mean(self, x: Any, t: Any) -> Array:
+    def posterior_mean(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """E[z | X_t = x], the data prediction x̂, shape (n, d)."""
-        return self._one(x, t, "x_hat")
+        return self._one(x, t, "x_hat", y)
 
-    def noise_posterior_mean(self, x: Any, t: Any) -> Array:
+    def noise_posterior_mean(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """E[ε | X_t = x], the noise prediction ε̂, shape (n, d)."""
-        return self._one(x, t, "eps_hat")
+        return self._one(x, t, "eps_hat", y)
 
-    def cfm_floor_integrand(self, x: Any, t: Any) -> Array:
+    def cfm_floor_integrand(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """ℓ*(t, x) = c_t² tr Cov(z | X_t = x), c_t = α̇_t − β̇_t α_t/β_t, shape (n,); t < 1.
 
         Its mean over t ~ U[0, 1) and x ~ p_t is the irreducible CFM loss L* (DESIGN.md §5).
         Computed as (α̇β − β̇α)² Σ_k γ_k tr(C_k)/β² + c_t² Σ_k γ_k ||e_k − E[z|x]||², finite
         wherever β_t > 0 even when c_t is large.
         """
-        return self._one(x, t, "cfm_floor_integrand")
+        return self._one(x, t, "cfm_floor_integrand", y)
 
-    def posterior_cov_trace(self, x: Any, t: Any) -> Array:
+    def posterior_cov_trace(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """tr Cov(z | X_t = x), shape (n,)."""
-        return self._one(x, t, "posterior_cov_trace")
+        return self._one(x, t, "posterior_cov_trace", y)
+
+    def classifier_log_prob(self, x: Any, t: Any, *, y: Any) -> Array:
+        """Exact classifier log p_t(y | x) = log Σ_{k∈y} γ_k(x), shape (n,) (labelled data)."""
+        return self._one(x, t, "classifier_log_prob", y)
+
+    def classifier_score(self, x: Any, t: Any, *, y: Any) -> Array:
+        """∇_x log p_t(y | x) = Σ_{k∈y} γ_{k|y} s_k − Σ_k γ_k s_k, shape (n, d).
+
+        The classifier-guidance direction, from the per-component scores s_k = −S_k⁻¹ r_k of
+        the eigenbasis kernel (no differentiation).
+        """
+        return self._one(x, t, "classifier_score", y)
 
     def sample(self, n: int, t: Any, rng: Any, *, like: Any = None) -> Array:
         """Draw n exact samples of p_t as α_t z + β_t ε, z ~ p_data, ε ~ N(0, I).
@@ -267,3 +311,66 @@ def _is_scalar(t: Any) -> bool:
     if isinstance(t, (int, float)):
         return True
     return getattr(t, "ndim", None) == 0
+
+
+class _Labels:
+    """Validated labels y: the (m, k) class-membership mask and (m,) log π_y, m = 1 or n."""
+
+    def __init__(
+        self, data: GaussianMixture, y: Any, n: int, xp: Any, dev: Any, dtype: Any
+    ) -> None:
+        if isinstance(y, (int, np.integer)) and not isinstance(y, bool):
+            mask = data._members(y, "y")[None, :]
+        else:
+            try:
+                arr = to_numpy(y)
+            except TypeError:
+                raise TypeError(
+                    f"y must be an int label or an (n,) integer array, got {type(y).__name__}"
+                ) from None
+            if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+                raise TypeError(f"y must hold integer labels, got dtype {arr.dtype}")
+            if arr.shape != (n,):
+                raise ValueError(f"y must be an int or have shape ({n},), got {arr.shape}")
+            classes = data.classes
+            unknown = np.setdiff1d(arr, classes)
+            if unknown.size:
+                raise ValueError(
+                    f"y holds labels {unknown.tolist()} that are not classes {classes.tolist()}"
+                )
+            mask = data.labels[None, :] == arr[:, None]
+            for c in np.unique(arr):
+                data._members(c, "y")  # refuses classes of zero weight
+        with np.errstate(divide="ignore"):
+            log_prior = np.log((mask * data.weights[None, :]).sum(axis=1))
+        self.shared = mask.shape[0] == 1
+        self.member = from_numpy(mask, xp, dev, xp.bool)
+        self.log_prior = from_numpy(log_prior, xp, dev, dtype)
+
+    def rows(self, sl: slice) -> tuple[Array, Array]:
+        if self.shared:
+            return self.member, self.log_prior
+        return self.member[sl, ...], self.log_prior[sl]
+
+
+def _conditional(
+    tm: _gmm.Terms,
+    sv: ScheduleValues,
+    rows: slice,
+    want: tuple[str, ...],
+    xp: Any,
+    lab: tuple[Array, Array],
+) -> dict[str, Array]:
+    """Quantities of p_t(· | y) on one chunk, and the classifier from both term sets."""
+    member, log_prior = lab
+    ctm = _gmm.given(tm, member, log_prior)
+    q = _Quantities(ctm, sv, rows, xp)
+    out: dict[str, Array] = {}
+    for name in want:
+        if name == "classifier_log_prob":
+            out[name] = ctm.log_prob + log_prior - tm.log_prob
+        elif name == "classifier_score":
+            out[name] = q.get("score") - _gmm.score(tm)
+        else:
+            out[name] = q.get(name)
+    return out
