@@ -244,13 +244,14 @@ class MarginalPath:
         """
         return self._one(x, t, "classifier_score", y)
 
-    def sample(self, n: int, t: Any, rng: Any, *, like: Any = None) -> Array:
+    def sample(self, n: int, t: Any, rng: Any, *, like: Any = None, y: Any = None) -> Array:
         """Draw n exact samples of p_t as α_t z + β_t ε, z ~ p_data, ε ~ N(0, I).
 
         Float64 NumPy, or the namespace and dtype of ``like``; ``t`` a float or (n,) array.
+        With ``y`` (a label, or an (n,) integer array of labels) z ~ p_data(· | y) per row.
         """
         g = rng_from(rng)
-        z = self.data.sample(n, g)
+        z = self.data.sample(n, g) if y is None else _sample_given(self.data, n, y, g)
         eps = g.standard_normal(z.shape)
         if like is not None:
             z, eps = _like(z, like), _like(eps, like)
@@ -313,6 +314,20 @@ def _is_scalar(t: Any) -> bool:
     return getattr(t, "ndim", None) == 0
 
 
+def _sample_given(data: GaussianMixture, n: int, y: Any, g: np.random.Generator) -> np.ndarray:
+    """z ~ p_data(· | y_i) for each row, class by class (y one label or (n,) labels)."""
+    if isinstance(y, (int, np.integer)) and not isinstance(y, bool):
+        return data.given(y).sample(n, g)
+    lab = to_numpy(y)
+    if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer) or lab.shape != (n,):
+        raise ValueError(f"y must be an int label or an (n,) = ({n},) integer array")
+    z = np.empty((n, data.dim))
+    for c in np.unique(lab):
+        rows = lab == c
+        z[rows] = data.given(c).sample(int(rows.sum()), g)
+    return z
+
+
 class _Labels:
     """Validated labels y: the (m, k) class-membership mask and (m,) log π_y, m = 1 or n."""
 
@@ -338,7 +353,7 @@ class _Labels:
                 raise ValueError(
                     f"y holds labels {unknown.tolist()} that are not classes {classes.tolist()}"
                 )
-            mask = data.labels[None, :] == arr[:, None]
+            mask = data._need_labels()[None, :] == arr[:, None]
             for c in np.unique(arr):
                 data._members(c, "y")  # refuses classes of zero weight
         with np.errstate(divide="ignore"):

@@ -278,7 +278,7 @@ class GaussianMixture:
         mask = self._members(y, "y")
         w = self._weights[mask]
         return GaussianMixture(
-            w / w.sum(), self._means[mask], self._covs[mask], labels=self._labels[mask]
+            w / w.sum(), self._means[mask], self._covs[mask], labels=self._need_labels()[mask]
         )
 
     def _need_labels(self) -> np.ndarray:

@@ -58,10 +58,10 @@ _EXACT = {"score": "score", "noise": "eps_hat", "data": "x_hat", "velocity": "ve
 Weighting = Callable[[np.ndarray], Any] | None
 
 
-def _param(p: Any) -> str:
+def _param(p: Any) -> Parameterisation:
     if p not in PARAMETERISATIONS:
         raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {p!r}")
-    return str(p)
+    return p
 
 
 def _kappa(p: str, sv: ScheduleValues) -> Any:
