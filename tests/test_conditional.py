@@ -259,3 +259,23 @@ def test_conditional_quantities_in_every_namespace(backend: Any) -> None:
     got = mp.evaluate(backend.asarray(x), 0.3, names, y=y)
     for q in names:
         np.testing.assert_allclose(backend.to_numpy(got[q]), ref[q], rtol=1e-12, atol=1e-12)
+
+
+def test_sample_given_y_draws_the_class_conditional_path() -> None:
+    """Exact draws of p_t(· | y): the mean is α_t E[z | y] within 4 standard errors, per row
+    labels give each row its class, and a class's draws do not match another class's mean."""
+    data = eight_gaussians_classes(4)
+    mp = MarginalPath(data, Cosine())
+    t, n = 0.8, 20_000
+    a = ab(Cosine(), t)[0]
+    for y in (0, 3):
+        x = mp.sample(n, t, 1, y=y)
+        mean = a * data.given(y).mean()
+        se = x.std(axis=0, ddof=1) / np.sqrt(n)
+        assert np.all(np.abs(x.mean(axis=0) - mean) < 4 * se)
+        other = a * data.given((y + 1) % 4).mean()
+        assert np.any(np.abs(x.mean(axis=0) - other) > 10 * se)
+    labels = np.arange(n) % 4
+    x = mp.sample(n, 1.0, 2, y=labels)
+    # At t = 1 the classes' modes are far apart: the exact classifier recovers each label.
+    assert np.mean(mp.classifier_log_prob(x, 1.0, y=labels) > np.log(0.5)) > 0.99
