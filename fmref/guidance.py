@@ -99,7 +99,7 @@ def _mix(uncond: Array, cond: Array, w: float) -> Array:
 
 
 @final
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CFG:
     """The CFG field u^w_t(x | y) = (1 − w) u_t(x) + w u_t(x | y) of exact fields.
 
@@ -162,7 +162,7 @@ class CFG:
 
 
 @final
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ClassifierGuidance:
     """Classifier guidance with the exact classifier, through the score identity.
 
@@ -367,8 +367,12 @@ def cfg_gap(
     the solver's error; for w > 1 it is positive.
     """
     _check(marginal)
-    if marginal.schedule(np.array([1.0])).beta[0] != 0:
-        raise ValueError("marginal: the CFG ODE must reach β = 0 at t = 1 (not VP)")
+    ends = marginal.schedule(np.array([0.0, 1.0]))
+    if ends.alpha[0] != 0 or ends.beta[0] != 1 or ends.beta[1] != 0:
+        raise ValueError(
+            f"marginal: cfg_gap starts at p_init = N(0, I) = p_0 and ends at p_1 = p_data, which "
+            f"needs α_0 = 0, β_0 = 1 and β_1 = 0; {marginal.schedule!r} does not have them"
+        )
     field = CFG(marginal, y, w)
     tilted = Tilted(marginal, y, field.w)
     g = rng_from(rng)

@@ -150,7 +150,8 @@ def dsm_loss(
 
     ``model(x, t)`` takes x (n, d) and t (n,) and returns (n, d); ``weighting`` λ(t) maps a
     float64 array of times to nonnegative weights (None: λ ≡ 1). For ``"score"`` this is
-    denoising score matching E||s_θ(x_t) + ε/β_t||², which needs t_max < 1 (β > 0).
+    denoising score matching E||s_θ(x_t) + ε/β_t||². Where the floor is infinite (unweighted
+    DSM with t_max = 1, for one) the expected loss is too, and ``warning`` says so.
     """
     p = _param(parameterisation)
     _check(marginal, n, t_max, bins)
@@ -158,7 +159,9 @@ def dsm_loss(
     x, target = _sample_and_target(marginal, p, z, eps, t)
     lam = _weights(weighting, t, int(n))
     err = np.asarray(to_numpy(_sq_norm(model, x, t, target, xp)), dtype=np.float64) * lam
-    return _estimate(t, err, float(t_max), bins)
+    # Where the floor is infinite so is the expected loss: the sample mean is then meaningless.
+    warning = _divergence(marginal, p, weighting, float(t_max))
+    return _estimate(t, err, float(t_max), bins, warning=warning)
 
 
 def exact_target_loss(

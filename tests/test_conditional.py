@@ -279,3 +279,11 @@ def test_sample_given_y_draws_the_class_conditional_path() -> None:
     x = mp.sample(n, 1.0, 2, y=labels)
     # At t = 1 the classes' modes are far apart: the exact classifier recovers each label.
     assert np.mean(mp.classifier_log_prob(x, 1.0, y=labels) > np.log(0.5)) > 0.99
+
+
+def test_conditional_quantities_refuse_dask_inputs() -> None:
+    da = pytest.importorskip("dask.array")
+    mp = MarginalPath(_labelled("isotropic"), Linear())
+    x = da.zeros((4, 3), chunks=2)
+    with pytest.raises(ValueError, match="Dask"):
+        mp.log_prob(x, 0.5, y=0)

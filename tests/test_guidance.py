@@ -228,3 +228,29 @@ def test_strong_guidance_leaves_the_support() -> None:
     # Binomial(800, 0.001) exceeds 6 with probability below 1e-4.
     assert out[1.0] <= 6 / n
     assert out[8.0] > 0.01, out
+
+
+def test_tilted_family_is_not_transported_by_the_cfg_field() -> None:
+    """The log continuity residual r = ∂_t log q̃^w_t + div u^w + u^w·∇log q^w_t equals
+    −∂_t log Z^w_t, a constant in x, iff u^w transports q^w_t. At w = 1 it is 0 everywhere;
+    at w = 3 it varies across x by orders of magnitude more than its rounding error."""
+    mp = _mp(4)
+    g = np.random.default_rng(4)
+    x = g.normal(size=(40, 2)) * 2
+    t = 0.5
+    spread = {}
+    for w in (1.0, 3.0):
+        names = ("dlog_prob_dt", "vector_field", "divergence", "score")
+        unc, cond = mp.evaluate(x, t, names), mp.evaluate(x, t, names, y=0)
+        mix = {q: (1 - w) * unc[q] + w * cond[q] for q in names}
+        r = mix["dlog_prob_dt"] + mix["divergence"] + np.sum(mix["vector_field"] * mix["score"], 1)
+        spread[w] = float(r.max() - r.min())
+    assert spread[1.0] < 1e-10, spread
+    assert spread[3.0] > 1e-2, spread
+
+
+def test_cfg_gap_refuses_schedules_that_do_not_start_at_p_init() -> None:
+    from fmref.schedules import VP
+
+    with pytest.raises(ValueError, match="α_0 = 0"):
+        cfg_gap(MarginalPath(eight_gaussians_classes(2), VP()), y=0, w=2.0, n=10)
