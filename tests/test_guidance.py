@@ -254,3 +254,19 @@ def test_cfg_gap_refuses_schedules_that_do_not_start_at_p_init() -> None:
 
     with pytest.raises(ValueError, match="α_0 = 0"):
         cfg_gap(MarginalPath(eight_gaussians_classes(2), VP()), y=0, w=2.0, n=10)
+
+
+def test_example_measures_the_facts() -> None:
+    """examples/guidance.py runs and its numbers show the facts on a small sample."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "guidance.py"
+    spec = importlib.util.spec_from_file_location("guidance_example", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    one, four = mod.measure(2, weights=(1.0, 4.0), n=150, rng=7)
+    assert abs(one["kl"]) < 1e-6 and one["max_abs_log_rho_minus_log_p_data"] < 1e-5
+    assert four["kl"] > 10 * four["kl_stderr"]
+    assert four["tangential_var"] < 0.5 < one["tangential_var"]
