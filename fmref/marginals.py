@@ -72,7 +72,8 @@ class MarginalPath:
     Every method takes x of shape (n, d) (float32 or float64, any array-API namespace) and t a
     float or an (n,) array in [0, 1], and returns arrays of x's namespace, device and dtype.
     Valid wherever S_k = α_t² Σ_k + β_t² I is invertible: all of [0, 1] for positive-definite
-    Σ_k, t < 1 for Dirac (empirical) or degenerate data.
+    Σ_k, t < 1 for Dirac (empirical) or degenerate data. For labelled data every method also
+    takes ``y=`` (a label or one per row) and then returns the quantity of p_t(· | y).
     """
 
     def __init__(
