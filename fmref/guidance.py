@@ -269,6 +269,8 @@ class Tilted:
         tv = _real(t, "t")
         if not 0.0 <= tv <= 1.0:
             raise ValueError(f"t must lie in [0, 1], got {tv}")
+        if _real(width, "width") <= 0:
+            raise ValueError(f"width must be > 0 standard deviations, got {width!r}")
         d = self.dim
         if method == "auto":
             method = "quadrature" if d <= 2 else "importance"
@@ -373,6 +375,8 @@ def cfg_gap(
             f"marginal: cfg_gap starts at p_init = N(0, I) = p_0 and ends at p_1 = p_data, which "
             f"needs α_0 = 0, β_0 = 1 and β_1 = 0; {marginal.schedule!r} does not have them"
         )
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n must be an int >= 2, got {n!r}")
     field = CFG(marginal, y, w)
     tilted = Tilted(marginal, y, field.w)
     g = rng_from(rng)

@@ -67,6 +67,12 @@ def test_bad_guidance_arguments() -> None:
         Tilted(mp, 4, 2.0)
     with pytest.raises(ValueError, match="quadrature is for d <= 2"):
         Tilted(_mp(d=3), 0, 2.0).log_normaliser(0.5, method="quadrature")
+    with pytest.raises(ValueError, match="width"):
+        Tilted(mp, 0, 2.0).log_normaliser(0.5, width=-1.0)
+    with pytest.raises(ValueError, match="method"):
+        Tilted(mp, 0, 2.0).log_normaliser(0.5, method="mc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n must be an int >= 2"):
+        cfg_gap(mp, y=0, w=2.0, n=1)
     with pytest.raises(ValueError, match="α_t > 0"):
         ClassifierGuidance(mp, 0, 2.0).vector_field(np.zeros((2, 2)), 0.0)
 
