@@ -12,18 +12,27 @@ from . import (
     continuity,
     conversions,
     exact,
+    guidance,
     likelihood,
     losses,
     metrics,
     samplers,
     schedules,
+    score_matching,
     sde,
     train,
 )
+from .guidance import CFG, ClassifierGuidance, Tilted, guidance_weight
 from .likelihood import Hutchinson, LikelihoodResult, log_likelihood
 from .losses import LossEstimate, cfm_floor, cfm_loss, fm_loss
-from .marginals import QUANTITIES, QUANTITY_INFO, MarginalPath
-from .mixtures import GaussianMixture, eight_gaussians, random_2d, random_mixture
+from .marginals import QUANTITIES, QUANTITIES_GIVEN_Y, QUANTITY_INFO, MarginalPath
+from .mixtures import (
+    GaussianMixture,
+    eight_gaussians,
+    eight_gaussians_classes,
+    random_2d,
+    random_mixture,
+)
 from .mlp import MLP
 from .optim import Adam, cosine_decay, cosine_schedule
 from .paths import GaussianPath, PathSample
@@ -34,11 +43,14 @@ from .train import TrainConfig, TrainResult, load_checkpoint
 __version__ = "0.1.0"
 
 __all__ = [
+    "CFG",
     "MLP",
     "QUANTITIES",
+    "QUANTITIES_GIVEN_Y",
     "QUANTITY_INFO",
     "VP",
     "Adam",
+    "ClassifierGuidance",
     "Cosine",
     "Custom",
     "GaussianMixture",
@@ -54,6 +66,7 @@ __all__ = [
     "SampleResult",
     "Schedule",
     "SqrtBeta",
+    "Tilted",
     "TrainConfig",
     "TrainResult",
     "__version__",
@@ -65,8 +78,11 @@ __all__ = [
     "cosine_decay",
     "cosine_schedule",
     "eight_gaussians",
+    "eight_gaussians_classes",
     "exact",
     "fm_loss",
+    "guidance",
+    "guidance_weight",
     "integrate",
     "likelihood",
     "load_checkpoint",
@@ -77,6 +93,7 @@ __all__ = [
     "random_mixture",
     "samplers",
     "schedules",
+    "score_matching",
     "sde",
     "train",
 ]

@@ -12,6 +12,7 @@ Per-time coefficients (v, and c = αα̇λ + ββ̇, the eigenvalues of ½Ṡ_k)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -217,3 +218,32 @@ def cfm_floor_integrand(tm: Terms, ez: Array, g: Array) -> Array:
     within, between = posterior_cov_parts(tm, ez)
     c = g / tm.xp.reshape(tm.b, (-1,))
     return (g * g) * within + (c * c) * between
+
+
+def log_joint(tm: Terms) -> Array:
+    """log π_k N(x; m_k, S_k), shape (n, k), recovered from w and v (quad = Σ v w²).
+
+    Restricting to a class needs these per-component terms, not γ_k: log γ_k = joint − log p
+    would be −inf wherever γ_k underflows, as it does for x far from the class.
+    """
+    xp = tm.xp
+    d = tm.w.shape[2]
+    quad = xp.sum(tm.v * tm.w * tm.w, axis=2)
+    log_det = xp.sum(xp.log(tm.v), axis=2)
+    return tm.p.log_weights[None, :] - 0.5 * (quad + log_det + d * LOG_2PI)
+
+
+def given(tm: Terms, member: Array, log_prior: Array) -> Terms:
+    """Terms of the class-conditional mixture p_t(x | y) = Σ_{k∈y} (π_k/π_y) N(x; m_k, S_k).
+
+    ``member`` is a boolean (n, k) (or (1, k)) mask of the components of each row's class and
+    ``log_prior`` the (n,) (or (1,)) log π_y. The residuals w and eigenvalues v are shared, so
+    every quantity computed from Terms (score, u, div u, ∇u, x̂, …) becomes its conditional
+    version: γ_k ↦ γ_{k|y} = 1[k∈y] π_k N_k / Σ_{j∈y} π_j N_j, log p ↦ log p_t(x | y).
+    """
+    xp = tm.xp
+    joint = log_joint(tm)
+    masked = xp.where(member, joint, xp.full_like(joint, -math.inf))
+    log_cond = logsumexp(masked, axis=1, xp=xp)
+    gamma = xp.exp(masked - log_cond[:, None])
+    return Terms(xp, tm.p, tm.a, tm.b, tm.w, tm.v, log_cond - log_prior, gamma)

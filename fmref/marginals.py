@@ -4,6 +4,23 @@ For Gaussian-mixture p_data and the Gaussian conditional path every object of fl
 closed form (docs/theory.md §3–8): density, score, marginal vector field u_t, its Jacobian and
 divergence, ∂_t log p_t, and the posterior over z. All are evaluated in each component's
 eigenbasis, chunked over points so temporaries stay within the memory budget.
+
+Labelled data (``GaussianMixture(..., labels=...)``): every quantity also exists given a class
+y, through a keyword ``y=`` on :meth:`MarginalPath.evaluate` and each method (a label, or one
+label per row, exactly as ``t`` is one time or one per row). Given y, p_t(x | y) =
+Σ_{k∈y} (π_k/π_y) N(x; α μ_k, α² Σ_k + β² I) is again a mixture pushed through the same path,
+so the kernel reuses one eigenbasis pass and only restricts the responsibilities to the class:
+γ_{k|y} ∝ 1[k∈y] π_k N_k. The exact classifier is p_t(y | x) = Σ_{k∈y} γ_k and its gradient
+(classifier guidance) ∇ log p_t(y | x) = Σ_{k∈y} γ_{k|y} s_k − Σ_k γ_k s_k = s_t(x|y) − s_t(x).
+
+Why ``y=`` and not a ``given(y)`` path object: (1) a label is an input of the same kind as
+t, scalar or per row, and a per-row label array belongs with the x it labels; a path object
+holding it would be valid only for batches of that one size and order. (2) One class keeps
+one list of quantities and one chunked engine; a second path class would repeat the method
+list. (3) The single-class path already exists without new API:
+``MarginalPath(data.given(y), path)`` (its quantities equal these, which a test checks).
+(4) Guided fields need the conditional and unconditional quantities at the same (x, t); the
+same object answers both by switching one keyword.
 """
 
 from __future__ import annotations
@@ -18,12 +35,19 @@ import numpy as np
 
 from . import _dask, _gmm
 from ._check import MISSING, positional_rng
-from ._xp import Array, chunks, device, memory_budget, on_cpu, points, times
+from ._xp import Array, chunks, device, from_numpy, memory_budget, on_cpu, points, times, to_numpy
 from .mixtures import GaussianMixture, _like
 from .paths import GaussianPath
 from .schedules import Schedule, ScheduleValues
 
-__all__ = ["QUANTITIES", "QUANTITY_ALIASES", "QUANTITY_INFO", "MarginalPath", "Quantity"]
+__all__ = [
+    "QUANTITIES",
+    "QUANTITIES_GIVEN_Y",
+    "QUANTITY_ALIASES",
+    "QUANTITY_INFO",
+    "MarginalPath",
+    "Quantity",
+]
 
 
 @final
@@ -40,6 +64,7 @@ class Quantity:
         rate is infinite, e.g. t = 0 for Polynomial(p < 1)).
     before_one : whether it is defined only where β_t > 0 (t < 1), whatever the data. Every
         quantity needs t < 1 for Dirac (empirical) or other singular data.
+    given_y : whether it exists only for labelled data with a label ``y=`` (the classifier).
     """
 
     name: str
@@ -47,6 +72,7 @@ class Quantity:
     description: str
     needs_rates: bool = False
     before_one: bool = False
+    given_y: bool = False
 
     @property
     def shape(self) -> str:
@@ -95,14 +121,32 @@ QUANTITY_INFO: Mapping[str, Quantity] = MappingProxyType(
                 needs_rates=True,
                 before_one=True,
             ),
+            Quantity(
+                "classifier_log_prob",
+                ("n",),
+                "exact classifier log p_t(y | x) = log Σ_{k∈y} γ_k(x) (labelled data, y=)",
+                given_y=True,
+            ),
+            Quantity(
+                "classifier_score",
+                ("n", "d"),
+                "classifier-guidance direction ∇_x log p_t(y | x) (labelled data, y=)",
+                given_y=True,
+            ),
         )
     }
 )
 #: Names of the quantities defined on all of [0, 1] (for positive-definite data), in the order
 #: of :data:`QUANTITY_INFO`; a tuple as in fmref 0.1, so it can be indexed and concatenated.
-QUANTITIES: tuple[str, ...] = tuple(n for n, q in QUANTITY_INFO.items() if not q.before_one)
+QUANTITIES: tuple[str, ...] = tuple(
+    n for n, q in QUANTITY_INFO.items() if not (q.before_one or q.given_y)
+)
 #: Names also accepted by :meth:`MarginalPath.evaluate`, valid for t < 1 only.
-QUANTITIES_BEFORE_ONE: tuple[str, ...] = tuple(n for n, q in QUANTITY_INFO.items() if q.before_one)
+QUANTITIES_BEFORE_ONE: tuple[str, ...] = tuple(
+    n for n, q in QUANTITY_INFO.items() if q.before_one and not q.given_y
+)
+#: Names accepted by :meth:`MarginalPath.evaluate` only with ``y=`` (labelled data).
+QUANTITIES_GIVEN_Y: tuple[str, ...] = tuple(n for n, q in QUANTITY_INFO.items() if q.given_y)
 #: fmref 0.1's names, still accepted (with a DeprecationWarning) for one release.
 QUANTITY_ALIASES: Mapping[str, str] = MappingProxyType(
     {"x_hat": "posterior_mean", "eps_hat": "noise_posterior_mean"}
@@ -152,7 +196,8 @@ class MarginalPath:
     Every method takes x of shape (n, d) (float32 or float64, any array-API namespace) and t a
     float or an (n,) array in [0, 1], and returns arrays of x's namespace, device and dtype.
     Valid wherever S_k = α_t² Σ_k + β_t² I is invertible: all of [0, 1] for positive-definite
-    Σ_k, t < 1 for Dirac (empirical) or degenerate data.
+    Σ_k, t < 1 for Dirac (empirical) or degenerate data. For labelled data every method also
+    takes ``y=`` (a label or one per row) and then returns the quantity of p_t(· | y).
     """
 
     def __init__(
@@ -182,25 +227,38 @@ class MarginalPath:
         return f"MarginalPath({self.data!r}, {self.schedule!r})"
 
     # -- the engine -----------------------------------------------------------------------
-    def evaluate(self, x: Any, t: Any, quantities: Iterable[str] | str) -> dict[str, Array]:
+    def evaluate(
+        self, x: Any, t: Any, quantities: Iterable[str] | str, *, y: Any = None
+    ) -> dict[str, Array]:
         """Evaluate several quantities in one pass (sharing rotations and responsibilities).
 
         ``quantities`` are names of :data:`QUANTITY_INFO` (0.1's ``"x_hat"``/``"eps_hat"`` are
         deprecated aliases); returns a dict keyed by the names as given, each array of the
-        quantity's shape.
+        quantity's shape. With ``y`` (an int label or an (n,) integer array of labels of
+        labelled data) each quantity is the one of p_t(· | y), and :data:`QUANTITIES_GIVEN_Y`
+        (the exact classifier) are also accepted.
         """
         asked = (quantities,) if isinstance(quantities, str) else tuple(quantities)
-        names = canonical_quantities(asked, stacklevel=2)
+        known = tuple(n for n, q in QUANTITY_INFO.items() if y is not None or not q.given_y)
+        try:
+            names = canonical_quantities(asked, known=known, stacklevel=2)
+        except ValueError as e:
+            if y is None and set(asked) & set(QUANTITIES_GIVEN_Y):
+                raise ValueError(f"{e} (classifier quantities need y=)") from None
+            raise
         want = tuple(dict.fromkeys(names))
+        if y is not None and (_dask.is_dask(x) or _dask.is_dask(t)):
+            raise ValueError("y: conditional quantities of Dask arrays are not supported")
         if _dask.is_dask(x) or _dask.is_dask(t):
             out = _dask.evaluate(self, x, t, want)
         else:
-            out = self._evaluate(x, t, want)
+            out = self._evaluate(x, t, want, y)
         return {a: out[q] for a, q in zip(asked, names, strict=True)}
 
-    def _evaluate(self, x: Any, t: Any, want: tuple[str, ...]) -> dict[str, Array]:
+    def _evaluate(self, x: Any, t: Any, want: tuple[str, ...], y: Any) -> dict[str, Array]:
         x, xp = points(x, self.dim)
         n, d = x.shape
+        lab = None if y is None else _Labels(self.data, y, n, xp, device(x), x.dtype)
         # One shared t keeps the per-time coefficients at k·d instead of n·k·d; a constant
         # (n,) array, as ODE solvers pass, takes the same route.
         shared = _is_scalar(t)
@@ -220,7 +278,7 @@ class MarginalPath:
         for sl in chunks(n, per_row * item, self._budget, cpu=on_cpu(x)):
             rows = slice(None) if shared else sl
             tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp, rhs)
-            chunk = _Chunk(tm, sv, rows, xp)
+            chunk = _Chunk(tm, sv, rows, xp, None if lab is None else lab.rows(sl))
             vals = {name: chunk.get(name) for name in want}
             if sl.start == 0 and sl.stop == n:
                 return vals
@@ -248,67 +306,82 @@ class MarginalPath:
             if not bool(ok):
                 raise ValueError(f"t: {self.schedule!r} has an infinite α̇ or ββ̇ at some t")
 
-    def _one(self, x: Any, t: Any, name: str) -> Array:
-        return self.evaluate(x, t, (name,))[name]
+    def _one(self, x: Any, t: Any, name: str, y: Any = None) -> Array:
+        return self.evaluate(x, t, (name,), y=y)[name]
 
     # -- public quantities ----------------------------------------------------------------
-    def log_prob(self, x: Any, t: Any) -> Array:
+    def log_prob(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """log p_t(x), shape (n,)."""
-        return self._one(x, t, "log_prob")
+        return self._one(x, t, "log_prob", y)
 
-    def score(self, x: Any, t: Any) -> Array:
+    def score(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """∇ log p_t(x) = Σ_k γ_k(x) (−S_k⁻¹ (x − α μ_k)), shape (n, d)."""
-        return self._one(x, t, "score")
+        return self._one(x, t, "score", y)
 
-    def vector_field(self, x: Any, t: Any) -> Array:
+    def vector_field(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """Marginal vector field u_t(x) = Σ_k γ_k (α̇ μ_k + A_k r_k) = α̇ E[z|x] + β̇ E[ε|x]."""
-        return self._one(x, t, "vector_field")
+        return self._one(x, t, "vector_field", y)
 
-    def divergence(self, x: Any, t: Any) -> Array:
+    def divergence(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """div u_t(x) = tr ∇u_t(x), shape (n,)."""
-        return self._one(x, t, "divergence")
+        return self._one(x, t, "divergence", y)
 
-    def jacobian(self, x: Any, t: Any) -> Array:
+    def jacobian(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """∇u_t(x) with entry [i, j] = ∂u_i/∂x_j, shape (n, d, d)."""
-        return self._one(x, t, "jacobian")
+        return self._one(x, t, "jacobian", y)
 
-    def dlog_prob_dt(self, x: Any, t: Any) -> Array:
+    def dlog_prob_dt(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """∂_t log p_t(x) at fixed x, shape (n,)."""
-        return self._one(x, t, "dlog_prob_dt")
+        return self._one(x, t, "dlog_prob_dt", y)
 
-    def responsibilities(self, x: Any, t: Any) -> Array:
+    def responsibilities(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """γ_k(x) = P(component k | X_t = x), shape (n, k)."""
-        return self._one(x, t, "responsibilities")
+        return self._one(x, t, "responsibilities", y)
 
-    def posterior_mean(self, x: Any, t: Any) -> Array:
+    def posterior_mean(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """E[z | X_t = x], the data prediction x̂, shape (n, d)."""
-        return self._one(x, t, "posterior_mean")
+        return self._one(x, t, "posterior_mean", y)
 
-    def noise_posterior_mean(self, x: Any, t: Any) -> Array:
+    def noise_posterior_mean(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """E[ε | X_t = x], the noise prediction ε̂, shape (n, d)."""
-        return self._one(x, t, "noise_posterior_mean")
+        return self._one(x, t, "noise_posterior_mean", y)
 
-    def cfm_floor_integrand(self, x: Any, t: Any) -> Array:
+    def cfm_floor_integrand(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """ℓ*(t, x) = c_t² tr Cov(z | X_t = x), c_t = α̇_t − β̇_t α_t/β_t, shape (n,); t < 1.
 
         Its mean over t ~ U[0, 1) and x ~ p_t is the irreducible CFM loss L* (docs/theory.md §10).
         Computed as (α̇β − β̇α)² Σ_k γ_k tr(C_k)/β² + c_t² Σ_k γ_k ||e_k − E[z|x]||², finite
         wherever β_t > 0 even when c_t is large.
         """
-        return self._one(x, t, "cfm_floor_integrand")
+        return self._one(x, t, "cfm_floor_integrand", y)
 
-    def posterior_cov_trace(self, x: Any, t: Any) -> Array:
+    def posterior_cov_trace(self, x: Any, t: Any, *, y: Any = None) -> Array:
         """tr Cov(z | X_t = x), shape (n,)."""
-        return self._one(x, t, "posterior_cov_trace")
+        return self._one(x, t, "posterior_cov_trace", y)
 
-    def sample(self, n: int, t: Any, *args: Any, rng: Any = MISSING, like: Any = None) -> Array:
+    def classifier_log_prob(self, x: Any, t: Any, *, y: Any) -> Array:
+        """Exact classifier log p_t(y | x) = log Σ_{k∈y} γ_k(x), shape (n,) (labelled data)."""
+        return self._one(x, t, "classifier_log_prob", y)
+
+    def classifier_score(self, x: Any, t: Any, *, y: Any) -> Array:
+        """∇_x log p_t(y | x) = Σ_{k∈y} γ_{k|y} s_k − Σ_k γ_k s_k, shape (n, d).
+
+        The classifier-guidance direction, from the per-component scores s_k = −S_k⁻¹ r_k of
+        the eigenbasis kernel (no differentiation).
+        """
+        return self._one(x, t, "classifier_score", y)
+
+    def sample(
+        self, n: int, t: Any, *args: Any, rng: Any = MISSING, like: Any = None, y: Any = None
+    ) -> Array:
         """Draw n exact samples of p_t as α_t z + β_t ε, z ~ p_data, ε ~ N(0, I).
 
         Float64 NumPy, or the namespace and dtype of ``like``; ``t`` a float or (n,) array;
-        ``rng`` keyword-only (positional is deprecated), a Generator or an int seed.
+        ``rng`` keyword-only (positional is deprecated), a Generator or an int seed. With ``y``
+        (a label, or an (n,) integer array of labels) z ~ p_data(· | y) per row.
         """
         g = positional_rng(args, rng, "MarginalPath.sample")
-        z = self.data.sample(n, rng=g)
+        z = self.data.sample(n, rng=g) if y is None else _sample_given(self.data, n, y, g)
         if like is not None:
             z = _like(z, like)
             if isinstance(t, np.ndarray):
@@ -323,7 +396,20 @@ class _Chunk:
     Each method is the formula of the quantity of :data:`QUANTITY_INFO` with its name.
     """
 
-    def __init__(self, tm: _gmm.Terms, sv: ScheduleValues, rows: slice, xp: Any) -> None:
+    def __init__(
+        self,
+        tm: _gmm.Terms,
+        sv: ScheduleValues,
+        rows: slice,
+        xp: Any,
+        labels: tuple[Array, Array] | None = None,
+    ) -> None:
+        # With labels (membership mask, log π_y) every quantity is the one of p_t(· | y), from
+        # the class's renormalised terms; the joint terms stay for the classifier.
+        self.joint = tm
+        if labels is not None:
+            member, self.log_prior = labels
+            tm = _gmm.given(tm, member, self.log_prior)
         self.tm = tm
         self.ad = xp.reshape(sv.alpha_dot[rows], (-1, 1, 1))
         self.bbd = xp.reshape(sv.beta_beta_dot[rows], (-1, 1, 1))
@@ -372,6 +458,12 @@ class _Chunk:
         g = sv.alpha_dot[r] * sv.beta[r] - sv.beta_dot[r] * sv.alpha[r]
         return _gmm.cfm_floor_integrand(self.tm, self.get("posterior_mean"), g)
 
+    def classifier_log_prob(self) -> Array:
+        return self.tm.log_prob + self.log_prior - self.joint.log_prob
+
+    def classifier_score(self) -> Array:
+        return self.get("score") - _gmm.score(self.joint)
+
 
 def _check_budget(b: int) -> int:
     return memory_budget(b)
@@ -381,3 +473,57 @@ def _is_scalar(t: Any) -> bool:
     if isinstance(t, (int, float)):
         return True
     return getattr(t, "ndim", None) == 0
+
+
+def _sample_given(data: GaussianMixture, n: int, y: Any, g: np.random.Generator) -> np.ndarray:
+    """z ~ p_data(· | y_i) for each row, class by class (y one label or (n,) labels)."""
+    if isinstance(y, (int, np.integer)) and not isinstance(y, bool):
+        return data.given(y).sample(n, rng=g)
+    lab = to_numpy(y)
+    if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer) or lab.shape != (n,):
+        raise ValueError(f"y must be an int label or an (n,) = ({n},) integer array")
+    z = np.empty((n, data.dim))
+    for c in np.unique(lab):
+        rows = lab == c
+        z[rows] = data.given(c).sample(int(rows.sum()), rng=g)
+    return z
+
+
+class _Labels:
+    """Validated labels y: the (m, k) class-membership mask and (m,) log π_y, m = 1 or n."""
+
+    def __init__(
+        self, data: GaussianMixture, y: Any, n: int, xp: Any, dev: Any, dtype: Any
+    ) -> None:
+        if isinstance(y, (int, np.integer)) and not isinstance(y, bool):
+            mask = data._members(y, "y")[None, :]
+        else:
+            try:
+                arr = to_numpy(y)
+            except TypeError:
+                raise TypeError(
+                    f"y must be an int label or an (n,) integer array, got {type(y).__name__}"
+                ) from None
+            if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+                raise TypeError(f"y must hold integer labels, got dtype {arr.dtype}")
+            if arr.shape != (n,):
+                raise ValueError(f"y must be an int or have shape ({n},), got {arr.shape}")
+            classes = data.classes
+            unknown = np.setdiff1d(arr, classes)
+            if unknown.size:
+                raise ValueError(
+                    f"y holds labels {unknown.tolist()} that are not classes {classes.tolist()}"
+                )
+            mask = data._need_labels()[None, :] == arr[:, None]
+            for c in np.unique(arr):
+                data._members(c, "y")  # refuses classes of zero weight
+        with np.errstate(divide="ignore"):
+            log_prior = np.log((mask * data.weights[None, :]).sum(axis=1))
+        self.shared = mask.shape[0] == 1
+        self.member = from_numpy(mask, xp, dev, xp.bool)
+        self.log_prior = from_numpy(log_prior, xp, dev, dtype)
+
+    def rows(self, sl: slice) -> tuple[Array, Array]:
+        if self.shared:
+            return self.member, self.log_prior
+        return self.member[sl, ...], self.log_prior[sl]

@@ -12,7 +12,14 @@ from . import _gmm
 from ._check import MISSING, check_float, check_int, check_rng, positional_rng
 from ._xp import Array, device, from_numpy, is_numpy, namespace, points, to_numpy
 
-__all__ = ["GaussianMixture", "eight_gaussians", "random_2d", "random_mixture", "rng_from"]
+__all__ = [
+    "GaussianMixture",
+    "eight_gaussians",
+    "eight_gaussians_classes",
+    "random_2d",
+    "random_mixture",
+    "rng_from",
+]
 
 CovKind = Literal["isotropic", "diagonal", "full", "dirac"]
 
@@ -50,12 +57,15 @@ class GaussianMixture:
     covs : (k,) isotropic variances, (k, d) diagonal variances or (k, d, d) full covariances;
         symmetric (relative tolerance 1e-8) and positive semidefinite (eigenvalues ≥ −1e-10 times
         the largest, clipped to 0). All-zero covariances give a Dirac mixture.
+    labels : optional (k,) integer class label y of each component (labelled data). Then
+        p_data(z | y) = Σ_{k: y_k = y} (π_k / π_y) N(z; μ_k, Σ_k) with π_y = Σ_{k: y_k = y} π_k;
+        see :meth:`given`, :attr:`classes`, :meth:`class_weights`.
 
     Parameters are stored in float64 NumPy and each Σ_k is eigendecomposed once here; they are
     moved to another namespace, device or dtype once and cached (:meth:`params`).
     """
 
-    def __init__(self, weights: Any, means: Any, covs: Any) -> None:
+    def __init__(self, weights: Any, means: Any, covs: Any, *, labels: Any = None) -> None:
         w = _real(weights, "weights")
         mu = _real(means, "means")
         c = _real(covs, "covs")
@@ -100,6 +110,7 @@ class GaussianMixture:
         self._q = q
         self.kind: CovKind = "dirac" if not np.any(lam) else kind  # type: ignore[assignment]
         self._cache: dict[tuple[str, str, str], _gmm.Params] = {}
+        self._labels = None if labels is None else _labels(labels, k)
 
     # -- construction helpers -------------------------------------------------------------
     @classmethod
@@ -243,8 +254,64 @@ class GaussianMixture:
         """Posterior component probabilities P(k | x) under p_data, shape (n, k)."""
         return self._terms(x).gamma
 
+    # -- labelled data --------------------------------------------------------------------
+    @property
+    def labels(self) -> np.ndarray | None:
+        """Class label y_k of each component, int64 shape (k,), or None for unlabelled data."""
+        return None if self._labels is None else self._labels.copy()
+
+    @property
+    def classes(self) -> np.ndarray:
+        """The distinct labels in increasing order (a ValueError for unlabelled data)."""
+        return np.unique(self._need_labels())
+
+    def class_weights(self) -> np.ndarray:
+        """π_y = Σ_{k: y_k = y} π_k for each label of :attr:`classes`, shape (n_classes,)."""
+        lab = self._need_labels()
+        return np.array([self._weights[lab == c].sum() for c in np.unique(lab)])
+
+    def given(self, y: Any) -> GaussianMixture:
+        """p_data(· | y): the components labelled y, weights π_k / π_y renormalised.
+
+        ``y`` is one label (a Python or NumPy integer) of :attr:`classes`; the result keeps the
+        labels (all equal to y) and the covariance kind of each kept component.
+        """
+        mask = self._members(y, "y")
+        w = self._weights[mask]
+        return GaussianMixture(
+            w / w.sum(), self._means[mask], self._covs[mask], labels=self._need_labels()[mask]
+        )
+
+    def _need_labels(self) -> np.ndarray:
+        if self._labels is None:
+            raise ValueError("this mixture has no labels: build it with labels=(k,) ints")
+        return self._labels
+
+    def _members(self, y: Any, name: str) -> np.ndarray:
+        """Boolean (k,) mask of the components labelled y (y a single known label)."""
+        lab = self._need_labels()
+        if isinstance(y, bool) or not isinstance(y, (int, np.integer)):
+            raise TypeError(f"{name} must be an int label, got {y!r}")
+        mask = lab == int(y)
+        if not mask.any() or self._weights[mask].sum() == 0:
+            raise ValueError(
+                f"{name} = {int(y)} is not a class of positive weight; classes are "
+                f"{np.unique(lab).tolist()}"
+            )
+        return mask
+
     def __repr__(self) -> str:
-        return f"GaussianMixture(k={self.n_components}, d={self.dim}, kind={self.kind!r})"
+        extra = "" if self._labels is None else f", classes={self.classes.tolist()}"
+        return f"GaussianMixture(k={self.n_components}, d={self.dim}, kind={self.kind!r}{extra})"
+
+
+def _labels(labels: Any, k: int) -> np.ndarray:
+    arr = to_numpy(labels)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"labels must be an integer array, got dtype {arr.dtype}")
+    if arr.shape != (k,):
+        raise ValueError(f"labels must have shape ({k},), one per component, got {arr.shape}")
+    return np.asarray(arr, dtype=np.int64).copy()
 
 
 def _like(a: np.ndarray, like: Any) -> Array:
@@ -266,6 +333,29 @@ def eight_gaussians(radius: float = 5.0, variance: float = math.sqrt(0.1)) -> Ga
     ang = 2 * np.pi * np.arange(8) / 8
     means = radius * np.stack([np.cos(ang), np.sin(ang)], axis=1)
     return GaussianMixture(np.full(8, 1 / 8), means, np.full(8, float(variance)))
+
+
+#: Relative weights of the eight modes of :func:`eight_gaussians_classes`, by angle index.
+_EIGHT_CLASS_WEIGHTS = (4.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0)
+
+
+def eight_gaussians_classes(
+    n_classes: int = 2, radius: float = 5.0, variance: float = math.sqrt(0.1)
+) -> GaussianMixture:
+    """Eight Gaussians on a circle with class labels y_k = k mod n_classes and unequal weights.
+
+    Mode k sits at r (cos 2πk/8, sin 2πk/8) with variance ``variance`` (as
+    :func:`eight_gaussians`) and weight π_k ∝ (4, 4, 3, 3, 2, 2, 1, 1)_k, so each class's
+    modes have unequal weights (two classes: alternate modes, weights 4:3:2:1 within each;
+    four classes: opposite modes k and k + 4, weights 2:1 or 3:1). ``n_classes`` divides 8.
+    """
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
+        raise TypeError(f"n_classes must be an int, got {n_classes!r}")
+    if n_classes not in (1, 2, 4, 8):
+        raise ValueError(f"n_classes must be 1, 2, 4 or 8 (a divisor of 8), got {n_classes}")
+    base = eight_gaussians(radius, variance)
+    w = np.asarray(_EIGHT_CLASS_WEIGHTS)
+    return GaussianMixture(w / w.sum(), base.means, base.covs, labels=np.arange(8) % int(n_classes))
 
 
 def random_2d(
@@ -333,5 +423,6 @@ def random_mixture(
 #: Named data sets for the CLI, each built with its documented defaults.
 DATASETS: dict[str, Callable[[], GaussianMixture]] = {
     "eight_gaussians": eight_gaussians,
+    "eight_gaussians_classes": eight_gaussians_classes,
     "random_2d": random_2d,
 }

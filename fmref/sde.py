@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from . import _ode
-from ._check import MISSING, check_int, positional_rng
+from ._check import MISSING, check_int, check_rng, positional_rng
 from ._xp import device, float_array, from_numpy
 from .marginals import MarginalPath
 from .samplers import SampleResult
 
-__all__ = ["integrate_sde", "sample_sde", "sigma_values"]
+__all__ = ["integrate_sde", "langevin", "predictor_corrector", "sample_sde", "sigma_values"]
 
 Sigma = float | Callable[[float], float]
 
@@ -140,3 +140,144 @@ def sample_sde(
         score=marginal.score if score is None else score,
         **kwargs,
     )
+
+
+# -- Langevin dynamics and the predictor–corrector sampler ------------------------------------
+def _step_size(step: Any, t: float) -> float:
+    """Evaluate a Langevin step size (a float or a callable of a float t); it must be > 0."""
+    v = step(float(t)) if callable(step) else step
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"step must be a float or a callable step(t) returning one, got {v!r}")
+    if not (math.isfinite(float(v)) and float(v) > 0):
+        raise ValueError(f"step must be finite and > 0; got {v!r} at t = {float(t)!r}")
+    return float(v)
+
+
+def _langevin_steps(
+    s: _ode.CheckedField, x: Any, t: float, step: float, k: int, g: np.random.Generator, xp: Any
+) -> Any:
+    """k unadjusted Langevin steps x ← x + ε s_t(x) + √(2ε) ξ at the fixed time t."""
+    for j in range(k):
+        xi = from_numpy(g.standard_normal(s.shape), xp, s.dev, s.dtype)
+        x = x + step * s(x, t, f"Langevin step {j}") + math.sqrt(2.0 * step) * xi
+    return x
+
+
+def _count(v: Any, name: str, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    return int(v)
+
+
+def langevin(
+    score: Any,
+    x0: Any,
+    t: float,
+    *,
+    step: float,
+    steps: int = 100,
+    rng: Any,
+    return_trajectory: bool = False,
+) -> SampleResult:
+    """Run unadjusted Langevin dynamics at the fixed time t, targeting p_t.
+
+    X_{j+1} = X_j + ε ∇log p_t(X_j) + √(2ε) ξ_j,  ξ_j ~ N(0, I),
+
+    the Euler–Maruyama discretisation of dX = ∇log p_t(X) ds + √2 dW, whose stationary law is
+    p_t. With the exact score and X_0 ~ p_t the chain keeps p_t up to an O(ε) bias of the
+    discretisation (no Metropolis correction), which is why ε must be small against the
+    smallest variance of p_t.
+
+    Parameters
+    ----------
+    score : callable ``s(x, t)`` → (n, d), e.g. ``MarginalPath.score``.
+    x0 : (n, d) start points.
+    t : the time in [0, 1] at which the score is evaluated.
+    step : ε > 0.
+    steps : number of Langevin steps.
+    rng : numpy.random.Generator or int seed; one (n, d) float64 draw per step.
+
+    Returns
+    -------
+    SampleResult (method ``"langevin"``, ``times`` all equal to t, ``nfe`` the score calls).
+    """
+    x0, xp = float_array(x0, "x0", ndim=2)
+    g = check_rng(rng)
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)):
+        raise TypeError(f"t must be a float, got {t!r}")
+    if not 0.0 <= float(t) <= 1.0:
+        raise ValueError(f"t must lie in [0, 1], got {t!r}")
+    eps = _step_size(step, float(t))
+    k = _count(steps, "steps", 1)
+    s = _ode.CheckedField(score, xp, tuple(x0.shape), x0.dtype, device(x0), "score")
+    x, kept = x0, [x0]
+    for _ in range(k):
+        x = _langevin_steps(s, x, float(t), eps, 1, g, xp)
+        if return_trajectory:
+            kept.append(x)
+    traj = xp.stack(kept, axis=0) if return_trajectory else None
+    return SampleResult(x, traj, np.full(k + 1, float(t)), s.nfe, "langevin")
+
+
+def predictor_corrector(
+    field: Any,
+    score: Any,
+    x0: Any,
+    *,
+    rng: Any,
+    corrector_step: Any,
+    corrector_steps: int = 1,
+    sigma: Sigma = 0.0,
+    steps: int = 100,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    grid: Any = None,
+    return_trajectory: bool = False,
+) -> SampleResult:
+    """Sample with a predictor step followed by Langevin corrector steps at each new time.
+
+    Predictor: one Euler–Maruyama step of dX = [u + σ²/2 s] dt + σ dW from t_i to t_{i+1}
+    (σ ≡ 0: an Euler step of the ODE, Algorithm 1). Corrector: ``corrector_steps`` Langevin
+    steps X ← X + ε s_{t_{i+1}}(X) + √(2ε) ξ with ε = ``corrector_step`` (a float or a
+    callable of t), which pull the state back toward p_{t_{i+1}} and so damp the predictor's
+    discretisation error. With the exact field and score every stage targets p_t.
+
+    Parameters
+    ----------
+    field, score : callables ``u(x, t)`` and ``s(x, t)`` → (n, d).
+    x0 : (n, d) start points, exact samples of p_{t0}.
+    rng : numpy.random.Generator or int seed.
+    steps, t0, t1, grid : the increasing time grid as in :func:`integrate_sde`.
+
+    Returns
+    -------
+    SampleResult (method ``"predictor_corrector"``; ``nfe`` counts field and score calls).
+    """
+    x0, xp = float_array(x0, "x0", ndim=2)
+    g = check_rng(rng)
+    ts = _ode.time_grid(steps, t0, t1, grid)
+    if ts[-1] < ts[0]:
+        raise ValueError("the sampler runs forward in time: t0 < t1 (an increasing grid)")
+    sig = sigma_values(sigma, ts[:-1])
+    k = _count(corrector_steps, "corrector_steps", 0)
+    dev, shape = device(x0), tuple(x0.shape)
+    f = _ode.CheckedField(field, xp, shape, x0.dtype, dev)
+    s = _ode.CheckedField(score, xp, shape, x0.dtype, dev, "score")
+    x, kept = x0, [x0]
+    for i in range(ts.shape[0] - 1):
+        t, h, sg = float(ts[i]), float(ts[i + 1] - ts[i]), float(sig[i])
+        drift = f(x, t, f"step {i}")
+        if sg > 0:
+            drift = drift + (0.5 * sg * sg) * s(x, t, f"step {i}")
+            xi = from_numpy(g.standard_normal(shape), xp, dev, x0.dtype)
+            x = x + h * drift + (sg * math.sqrt(h)) * xi
+        else:
+            x = x + h * drift
+        if k:
+            x = _langevin_steps(
+                s, x, float(ts[i + 1]), _step_size(corrector_step, ts[i + 1]), k, g, xp
+            )
+        if return_trajectory:
+            kept.append(x)
+    traj = xp.stack(kept, axis=0) if return_trajectory else None
+    return SampleResult(x, traj, ts, f.nfe + s.nfe, "predictor_corrector")
