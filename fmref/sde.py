@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import _ode
-from ._check import MISSING, check_int, check_rng, positional_rng
+from ._check import MISSING, check_float, check_int, check_rng, positional_rng
 from ._xp import device, float_array, from_numpy
 from .marginals import MarginalPath
 from .samplers import SampleResult
@@ -146,11 +146,7 @@ def sample_sde(
 def _step_size(step: Any, t: float) -> float:
     """Evaluate a Langevin step size (a float or a callable of a float t); it must be > 0."""
     v = step(float(t)) if callable(step) else step
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"step must be a float or a callable step(t) returning one, got {v!r}")
-    if not (math.isfinite(float(v)) and float(v) > 0):
-        raise ValueError(f"step must be finite and > 0; got {v!r} at t = {float(t)!r}")
-    return float(v)
+    return check_float(v, f"step (at t = {float(t)!r})", low=0.0, low_open=True)
 
 
 def _langevin_steps(
@@ -158,15 +154,9 @@ def _langevin_steps(
 ) -> Any:
     """k unadjusted Langevin steps x ← x + ε s_t(x) + √(2ε) ξ at the fixed time t."""
     for j in range(k):
-        xi = from_numpy(g.standard_normal(s.shape), xp, s.dev, s.dtype)
+        xi = from_numpy(g.standard_normal(tuple(x.shape)), xp, s.dev, s.dtype)
         x = x + step * s(x, t, f"Langevin step {j}") + math.sqrt(2.0 * step) * xi
     return x
-
-
-def _count(v: Any, name: str, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-    return int(v)
 
 
 def langevin(
@@ -203,13 +193,10 @@ def langevin(
     """
     x0, xp = float_array(x0, "x0", ndim=2)
     g = check_rng(rng)
-    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)):
-        raise TypeError(f"t must be a float, got {t!r}")
-    if not 0.0 <= float(t) <= 1.0:
-        raise ValueError(f"t must lie in [0, 1], got {t!r}")
-    eps = _step_size(step, float(t))
-    k = _count(steps, "steps", 1)
-    s = _ode.CheckedField(score, xp, tuple(x0.shape), x0.dtype, device(x0), "score")
+    t = check_float(t, "t", low=0.0, high=1.0)
+    eps = _step_size(step, t)
+    k = check_int(steps, "steps", low=1)
+    s = _ode.CheckedField(score, x0, name="score")
     x, kept = x0, [x0]
     for _ in range(k):
         x = _langevin_steps(s, x, float(t), eps, 1, g, xp)
@@ -259,10 +246,10 @@ def predictor_corrector(
     if ts[-1] < ts[0]:
         raise ValueError("the sampler runs forward in time: t0 < t1 (an increasing grid)")
     sig = sigma_values(sigma, ts[:-1])
-    k = _count(corrector_steps, "corrector_steps", 0)
+    k = check_int(corrector_steps, "corrector_steps", low=0)
     dev, shape = device(x0), tuple(x0.shape)
-    f = _ode.CheckedField(field, xp, shape, x0.dtype, dev)
-    s = _ode.CheckedField(score, xp, shape, x0.dtype, dev, "score")
+    f = _ode.CheckedField(field, x0)
+    s = _ode.CheckedField(score, x0, name="score")
     x, kept = x0, [x0]
     for i in range(ts.shape[0] - 1):
         t, h, sg = float(ts[i]), float(ts[i + 1] - ts[i]), float(sig[i])

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import SCHEDULES, ab, fd_dt, fd_grad, fd_jac
+from _cases import SCHEDULES
+from _reference import ab, fd_dt, fd_grad, fd_jac
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategies import fd_grad, fd_jac
+from _reference import fd_grad, fd_jac
 from scipy.integrate import quad
 
 from fmref.guidance import CFG, ClassifierGuidance, Tilted, cfg_gap, guidance_weight
