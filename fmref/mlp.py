@@ -22,6 +22,7 @@ from typing import Any, final
 
 import numpy as np
 
+from ._checkpoint import check_float_states
 from ._layers import ACTIVATIONS, Linear
 from ._mlp_state import check_config, checked_state, dtype_name, numpy_state, positive_int
 from ._xp import (
@@ -261,6 +262,7 @@ class MLP:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy parameters in place from ``state`` (all checked before any is written)."""
+        check_float_states(state)
         new = [self._put(a) for a in checked_state(self.param_names, self.params, state)]
         for p, a in zip(self.params, new, strict=True):
             p[...] = a  # in place: optimisers hold references to these arrays

@@ -293,12 +293,12 @@ def test_corrupt_or_foreign_checkpoints_are_refused(good_checkpoint: Path, tmp_p
 def test_resume_refuses_mismatches(good_checkpoint: Path) -> None:
     mp = linear_mp()
     with pytest.raises(ValueError, match="lr"):
-        train(net(), mp, TrainConfig(steps=8, **dict(SMALL, lr=1e-2)), resume=good_checkpoint)
+        train(net(), mp, TrainConfig(steps=4, **dict(SMALL, lr=1e-2)), resume=good_checkpoint)
     with pytest.raises(ValueError, match="model"):
-        train(MLP(2, (8,), rng=0), mp, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)
+        train(MLP(2, (8,), rng=0), mp, TrainConfig(steps=4, **SMALL), resume=good_checkpoint)
     other = MarginalPath(eight_gaussians(radius=3.0), Linear())
     with pytest.raises(ValueError, match="data set or schedule"):
-        train(net(), other, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)
+        train(net(), other, TrainConfig(steps=4, **SMALL), resume=good_checkpoint)
 
 
 def test_backends_train_alike(backend: Any) -> None:
