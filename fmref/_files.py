@@ -294,3 +294,97 @@ def _read_member(
     if not dtype.isnative:
         arr = arr.astype(dtype.newbyteorder("="))
     return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def is_empty_dir(path: Path) -> bool:
+    """Return True for a real (not symlinked) folder with nothing in it."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode) and not os.listdir(path)
+    except OSError:
+        return False
+
+
+def write_dir(
+    out: Path,
+    files: dict[str, bytes],
+    *,
+    overwrite: bool,
+    ours: Callable[[Path], bool],
+    what: str,
+    kind: str,
+) -> None:
+    """Create folder ``out`` holding ``files`` (relative path → bytes) in one rename.
+
+    The folder is built under a temporary name beside ``out``. Then ``out`` is claimed with
+    ``mkdir`` (atomic: it fails if anything is there) and the built folder renamed over that
+    empty claim (the rename fails if anyone put something into it). So without ``overwrite``
+    one of several concurrent writers succeeds and the others get a ValueError; a folder someone
+    else creates at ``out`` is never replaced. With ``overwrite`` an existing ``out`` is moved
+    aside and removed only if it is empty or ``ours(out)`` holds (checked before and after the
+    move); concurrent overwriting writers retry, and the last one wins.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    tmp = temp_path(out)
+    os.mkdir(tmp)
+    try:
+        for rel, blob in files.items():
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "xb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+        _install(tmp, out, overwrite, ours, what, kind)
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp)
+
+
+def _install(
+    tmp: Path, out: Path, overwrite: bool, ours: Callable[[Path], bool], what: str, kind: str
+) -> None:
+    exists = f"{what}: {out} already exists (pass overwrite=True / --force)"
+    foreign = f"{what}: {out} exists and is not {kind}; refusing to replace it"
+    replaceable = lambda p: is_empty_dir(p) or ours(p)  # noqa: E731
+    for _ in range(16):
+        aside = None
+        try:
+            os.mkdir(out)  # the claim
+        except FileExistsError:
+            if not overwrite:
+                raise ValueError(exists) from None
+            if not replaceable(out):
+                raise ValueError(foreign) from None
+            aside = temp_path(out)
+            try:
+                os.rename(out, aside)
+            except FileNotFoundError:  # removed meanwhile: claim it again
+                continue
+            if not replaceable(aside):  # swapped between the check and the move: put it back
+                try:
+                    os.rename(aside, out)
+                except OSError:
+                    raise ValueError(
+                        f"{foreign}; it was replaced while fmref checked it and is now at {aside}"
+                    ) from None
+                raise ValueError(foreign) from None
+            try:
+                os.mkdir(out)
+            except FileExistsError:  # another writer got there first: try again
+                shutil.rmtree(aside)
+                continue
+        try:
+            os.rename(tmp, out)  # replaces only our own claim, and only while it is empty
+        except OSError:
+            if not overwrite:
+                raise ValueError(
+                    f"{what}: {out} was created or filled by someone else while fmref wrote it; "
+                    "left as it is"
+                ) from None
+            continue  # a concurrent overwriting writer filled the claim: replace its result
+        finally:
+            if aside is not None and os.path.lexists(aside):
+                shutil.rmtree(aside)
+        return
+    raise ValueError(f"{what}: {out} kept changing while fmref wrote it; giving up")

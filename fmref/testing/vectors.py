@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any, final
 
 import numpy as np
 
+from .._files import is_empty_dir, write_dir
 from ._cases import (
     INPUTS,
     OUTPUTS,
@@ -41,7 +40,16 @@ from ._cases import (
     make_schedule,
     mixture_params,
 )
-from ._npzio import npz_bytes, read_npz, sha256
+from ._manifest import (
+    MANIFEST,
+    case_id,
+    check_arrays,
+    check_cases,
+    check_tolerances,
+    read_manifest,
+    written_by_fmref,
+)
+from ._npzio import MAX_CASE_BYTES, npz_bytes, read_npz, sha256
 from ._tolerance import TOLERANCES
 from ._verify import Impl, VerifyReport, VerifyRow, check_case
 
@@ -61,7 +69,6 @@ __all__ = [
 
 SCHEMA = "fmref-golden-vectors"
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 def _manifest(seed: int, per_time: int) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -72,7 +79,7 @@ def _manifest(seed: int, per_time: int) -> tuple[dict[str, Any], dict[str, bytes
     cases, files = [], {}
     for sname, sparams in SUITE_SCHEDULES:
         for kind, data in mixtures.items():
-            cid = f"{sname}-{kind}"
+            cid = case_id(sname, kind)
             arrays = case_arrays(make_schedule(sname, sparams), data, g, per_time)
             blob = npz_bytes(arrays)
             rel = f"cases/{cid}.npz"
@@ -111,38 +118,33 @@ def write_suite(
     """Write a suite to folder ``out`` atomically; return the manifest's path.
 
     The same fmref version, ``seed`` and ``per_time`` (points per time per case) give
-    byte-identical files. ``out`` must not exist unless ``overwrite`` (then it must hold a suite).
+    byte-identical files. ``out`` must not exist unless ``overwrite``; then it must be empty
+    or hold an fmref suite and nothing else (nothing fmref did not write is ever removed). The
+    suite is built in a temporary folder and renamed into place: of concurrent writers without
+    ``overwrite`` exactly one succeeds, and a folder someone else creates at ``out`` meanwhile is
+    never replaced.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a nonnegative int, got {seed!r}")
     if isinstance(per_time, bool) or not isinstance(per_time, int) or per_time < 1:
         raise ValueError(f"per_time must be a positive int, got {per_time!r}")
     out = Path(out)
-    if out.exists():
+    ours = lambda p: written_by_fmref(p, SCHEMA)  # noqa: E731
+    if os.path.lexists(out):  # fail before the work; write_dir checks again, atomically
         if not overwrite:
             raise ValueError(f"out: {out} already exists (pass overwrite=True / --force)")
-        if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file()):
+        if not (is_empty_dir(out) or ours(out)):
             raise ValueError(f"out: {out} exists and is not a vector suite; refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     manifest, files = _manifest(int(seed), per_time)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
-        (tmp / "cases").mkdir()
-        for rel, blob in files.items():
-            (tmp / rel).write_bytes(blob)
-        text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "suite")
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    big = [rel for rel, blob in files.items() if len(blob) > MAX_CASE_BYTES]
+    if big:
+        raise ValueError(
+            f"per_time={per_time} makes {big[0]} larger than the {MAX_CASE_BYTES} bytes "
+            "load_suite reads; use a smaller per_time"
+        )
+    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    files[MANIFEST] = text.encode("utf-8")
+    write_dir(out, files, overwrite=overwrite, ours=ours, what="out", kind="a vector suite")
     return out / MANIFEST
 
 
@@ -167,38 +169,31 @@ class Suite:
     cases: tuple[Case, ...]
 
 
-def _need(cond: bool, what: str, root: Path) -> None:
-    if not cond:
-        raise ValueError(f"{root / MANIFEST}: {what}; not an fmref vector suite of this schema")
-
-
 def load_suite(root: str | os.PathLike[str]) -> Suite:
-    """Load a suite, refusing a wrong schema, a changed file or anything but plain arrays."""
+    """Load a suite, refusing anything its schema does not allow (a ValueError naming it).
+
+    Refused: a wrong schema or version, a manifest that lacks or adds a case of the schema or
+    loosens a tolerance, a changed file (sha256), a file that is not regular or is over the
+    size limit, anything but plain float64 arrays of the schema's shapes, and an output that is
+    undefined (NaN) at every row of a case. See "What the golden suite guarantees" in
+    docs/oracle.md.
+    """
     root = Path(root)
-    try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{root} holds no {MANIFEST}; is it a vector suite?") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{root / MANIFEST} is not valid JSON: {exc}") from None
-    _need(isinstance(manifest, dict) and manifest.get("schema") == SCHEMA, "wrong 'schema'", root)
+    manifest = read_manifest(root)
+    need = lambda ok, what: _need(ok, what, root)  # noqa: E731
+    need(isinstance(manifest, dict) and manifest.get("schema") == SCHEMA, "wrong 'schema'")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ValueError(
             f"{root / MANIFEST}: schema_version {version!r} is not supported (this fmref reads "
             f"version {SCHEMA_VERSION}); regenerate the suite with this fmref"
         )
-    _need(isinstance(manifest.get("cases"), list), "'cases' missing", root)
+    check_tolerances(manifest.get("tolerances", {}), root)
+    check_cases(manifest.get("cases"), root)
     cases = []
     for c in manifest["cases"]:
-        rel = c.get("file", "")
-        ok = isinstance(rel, str) and rel.startswith("cases/") and ".." not in Path(rel).parts
-        _need(ok and isinstance(c.get("sha256"), str), f"bad file entry {rel!r}", root)
-        arrays = read_npz(root / rel, c["sha256"])
-        missing = [k for k in (*INPUTS, *OUTPUTS) if k not in arrays]
-        _need(not missing, f"{rel} lacks arrays {missing}", root)
-        bad = [k for k, a in arrays.items() if a.dtype != np.float64]
-        _need(not bad, f"{rel} has non-float64 arrays {bad}", root)
+        arrays = read_npz(root / c["file"], c["sha256"])
+        check_arrays(arrays, c, root)
         data = c["data"]
         params = {
             "id": c["id"],
@@ -213,6 +208,11 @@ def load_suite(root: str | os.PathLike[str]) -> Suite:
         expected = {k: arrays[k] for k in OUTPUTS}
         cases.append(Case(c["id"], params, inputs, expected))
     return Suite(root, manifest, tuple(cases))
+
+
+def _need(cond: bool, what: str, root: Path) -> None:
+    if not cond:
+        raise ValueError(f"{root / MANIFEST}: {what}; not an fmref vector suite of this schema")
 
 
 def verify_suite(
@@ -230,13 +230,14 @@ def verify_suite(
     least one check ran, and ``report.table()`` formats the pass/fail table.
     """
     suite = root if isinstance(root, Suite) else load_suite(root)
+    check_cases([{"id": c.id} for c in suite.cases], suite.root, ids_only=True)
     if not callable(impl):
         raise TypeError(f"impl must be callable, got {type(impl).__name__}")
     want = tuple(OUTPUTS) if quantities is None else tuple(quantities)
     bad = [q for q in want if q not in OUTPUTS]
     if bad or not want:
         raise ValueError(f"quantities must be a nonempty subset of {tuple(OUTPUTS)}, got {bad}")
-    tol = {k: (v["rtol"], v["atol"]) for k, v in suite.manifest.get("tolerances", {}).items()}
+    tol = check_tolerances(suite.manifest.get("tolerances", {}), suite.root)
     rows: list[VerifyRow] = []
     for case in suite.cases:
         rows.extend(
