@@ -26,7 +26,18 @@ from ._files import open_regular, read_npz
 
 MAGIC = "fmref-checkpoint"
 SCHEMA = 1
-_REQUIRED = ("schema", "step", "config", "model_config", "rng_state", "model", "optimizer")
+_REQUIRED = (
+    "schema",
+    "step",
+    "config",
+    "model_config",
+    "rng_state",
+    "marginal",
+    "evaluations",
+    "model",
+    "optimizer",
+)
+_MARGINAL = frozenset({"schedule", "weights", "means", "covs"})
 #: The dtypes a checkpoint's arrays may have (``str``: the magic and meta strings).
 _DTYPES = ("float32", "float64", "int64", "int32", "bool", "str")
 #: Deeper state skeletons than this are refused (fmref's own are three levels deep).
@@ -126,8 +137,8 @@ def _parse(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         raise ValueError(f"meta is not valid JSON ({exc})") from None
     except RecursionError:
         raise ValueError("meta is nested too deeply to be fmref's") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        got = doc.get("schema") if isinstance(doc, dict) else None
+    got = doc.get("schema") if isinstance(doc, dict) else None
+    if type(got) is not int or got != SCHEMA:
         raise ValueError(f"schema {got!r}, expected {SCHEMA}")
     missing = [k for k in _REQUIRED if k not in doc]
     if missing:
@@ -135,11 +146,14 @@ def _parse(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     step = doc["step"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"meta 'step' must be an int >= 0, got {step!r}")
-    for key in ("config", "model_config", "rng_state"):
+    for key in ("config", "model_config", "rng_state", "marginal"):
         if not isinstance(doc[key], dict):
             raise ValueError(f"meta {key!r} must be an object, got {type(doc[key]).__name__}")
+    marginal = doc["marginal"]
+    if set(marginal) != _MARGINAL or not isinstance(marginal["schedule"], str):
+        raise ValueError(f"meta 'marginal' must have exactly the keys {sorted(_MARGINAL)}")
     rng_from_state(doc["rng_state"])
-    _check_evaluations(doc.get("evaluations", []), step)
+    _check_evaluations(doc["evaluations"], step)
     used: set[str] = set()
     out = dict(doc)
     for name in ("model", "optimizer", "extra"):

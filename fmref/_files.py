@@ -184,11 +184,11 @@ def _check_size(path: Path, what: str, size: int, max_bytes: int | None) -> None
 
 def read_bytes(path: Path, what: str, max_bytes: int) -> bytes:
     """Read a whole regular file of at most ``max_bytes`` (checked before and while reading)."""
-    f, _ = open_regular(path, what, max_bytes)
+    f, size = open_regular(path, what, max_bytes)
     with f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValueError(f"{what} {str(path)!r} grew past {max_bytes} bytes while being read")
+        data = f.read(size + 1)  # read(n) reserves n bytes: ask for what is there
+    if len(data) != size:
+        raise ValueError(f"{what} {str(path)!r} changed size while being read")
     return data
 
 

@@ -48,6 +48,8 @@ def read_manifest(root: Path) -> Any:
     try:
         text = read_bytes(path, "manifest", MAX_MANIFEST_BYTES).decode("utf-8")
     except FileNotFoundError:
+        if os.path.lexists(path):  # a broken symbolic link: say so
+            raise
         raise FileNotFoundError(f"{root} holds no {MANIFEST}; is it a vector suite?") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not UTF-8 text: {exc}") from None
@@ -107,8 +109,9 @@ def check_cases(cases: Any, root: Path, *, ids_only: bool = False) -> None:
     need(len(set(ids)) == len(ids), "a case is listed twice")
     missing = sorted(set(schema) - set(ids))
     extra = sorted(set(ids) - set(schema))
-    need(not missing, f"cases {missing} of the schema are missing")
-    need(not extra, f"cases {extra} are not in the schema")
+    wrong = [f"cases {missing} of the schema are missing"] if missing else []
+    wrong += [f"cases {extra} are not in the schema"] if extra else []
+    need(not wrong, "; ".join(wrong))
     for c in [] if ids_only else cases:
         cid = c["id"]
         sname, sparams, kind = schema[cid]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def read_npz(path: Path, expected_sha256: str) -> dict[str, np.ndarray]:
     try:
         data = read_bytes(path, "suite file", MAX_CASE_BYTES)
     except FileNotFoundError:
+        if os.path.lexists(path):  # a broken symbolic link: say so
+            raise
         raise FileNotFoundError(f"suite file {path} listed in the manifest is missing") from None
     got = sha256(data)
     if got != expected_sha256:
