@@ -276,13 +276,14 @@ def _read_member(
                     f"member holds {info.file_size - header} bytes"
                 )
             arr = np.empty(count, dtype=dtype)  # nbytes is now known to be in the file
-            buf = memoryview(arr.view(np.uint8)) if count else memoryview(b"")
+            buf = arr.view(np.uint8)
             done = 0
             while done < nbytes:
-                n = m.readinto(buf[done : done + _CHUNK])
-                if not n:
+                chunk = m.read(min(_CHUNK, nbytes - done))
+                if not chunk:
                     raise bad(f"array {name!r} is truncated")
-                done += n
+                buf[done : done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+                done += len(chunk)
             if m.read(1):  # also makes zipfile compare the CRC
                 raise bad(f"array {name!r} has trailing bytes")
     except (zipfile.BadZipFile, EOFError, OSError) as exc:

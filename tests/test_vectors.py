@@ -214,7 +214,7 @@ def test_load_never_unpickles_even_with_a_matching_hash(tmp_path: Path, suite_di
     m = json.loads((root / "manifest.json").read_text())
     m["cases"][0]["sha256"] = sha256(buf.getvalue())
     (root / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ValueError, match="dtype object.*no pickles"):
+    with pytest.raises(ValueError, match=r"dtype object.*no pickles"):
         load_suite(root)
 
 
@@ -293,3 +293,23 @@ def test_cli_vectors_and_verify(
     (out / "cases" / "linear-full.npz").write_bytes(b"garbage")
     assert main(["verify", str(out), "--impl", "good:impl"]) == 2  # 2: the suite is unusable
     assert "does not match the manifest" in capsys.readouterr().err
+
+
+def test_manifest_tolerances_may_tighten_never_loosen(tmp_path: Path, suite_dir: Path) -> None:
+    root = _copy(suite_dir, tmp_path / "s")
+    m = json.loads((root / "manifest.json").read_text())
+    m["tolerances"]["float64"] = {"rtol": 1e-9, "atol": 1e-12}
+    (root / "manifest.json").write_text(json.dumps(m))
+    rep = verify_suite(root, _fmref_impl, quantities=["score"])
+    assert rep.passed and {(r.rtol, r.atol) for r in rep.rows} == {(1e-9, 1e-12)}
+    m["tolerances"]["float64"] = {"rtol": 2e-7, "atol": 1e-9}  # twice the schema's rtol
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=r"'rtol'\] = 2e-07 is looser than the schema's 1e-07"):
+        load_suite(root)
+
+
+def test_an_in_memory_suite_missing_cases_is_refused(suite_dir: Path) -> None:
+    suite = load_suite(suite_dir)
+    partial = vmod.Suite(suite.root, suite.manifest, suite.cases[:1])
+    with pytest.raises(ValueError, match="of the schema are missing"):
+        verify_suite(partial, _fmref_impl)

@@ -27,7 +27,7 @@ from ._cases import INPUTS, OUTPUTS, SUITE_MIXTURES, SUITE_SCHEDULES
 from ._tolerance import TOLERANCES
 
 MANIFEST = "manifest.json"
-#: Largest manifest read (fmref's default suite has about 40 KiB).
+#: Largest manifest read (fmref's default suite has about 35 KiB).
 MAX_MANIFEST_BYTES = 1 << 24
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -162,7 +162,10 @@ def check_arrays(arrays: dict[str, np.ndarray], entry: dict[str, Any], root: Pat
     need(not extra, f"{rel} has arrays the schema does not know: {extra}")
     bad = [k for k, a in arrays.items() if a.dtype != np.float64]
     need(not bad, f"{rel} has non-float64 arrays {bad}")
-    shapes = {k: (n, d) if k in ("z", "eps", "x") else (n,) for k in INPUTS}
+    # INPUTS describes each input's shape in words: "(n, d)" for points, else one per row.
+    shapes: dict[str, tuple[int, ...]] = {
+        k: (n, d) if "(n, d)" in desc else (n,) for k, desc in INPUTS.items()
+    }
     shapes.update({k: _shape(s, n, d) for k, (_, s) in OUTPUTS.items()})
     wrong = [f"{k} {arrays[k].shape}" for k in want if arrays[k].shape != shapes[k]]
     need(not wrong, f"{rel}: arrays of the wrong shape (n={n}, d={d}): {wrong}")

@@ -18,7 +18,7 @@ import numpy as np
 from .._files import read_bytes
 from .._files import read_npz as parse_npz
 
-#: Largest case file read; fmref's default suite has files of a few KiB.
+#: Largest case file read; fmref's default suite has files of about 10 KiB.
 MAX_CASE_BYTES = 1 << 28
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
