@@ -154,6 +154,10 @@ def open_regular(path: Path, what: str, max_bytes: int | None = None) -> tuple[B
                 f"{what} {str(path)!r} is a broken symbolic link (to {os.readlink(path)!r})"
             ) from None
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist") from None
+    except PermissionError:
+        raise
+    except OSError as exc:  # a symbolic-link loop, a file used as a folder, a name too long
+        raise ValueError(f"{what} {str(path)!r} cannot be opened: {exc.strerror}") from None
     kind = _kind(st.st_mode)
     if kind is not None:
         raise _refuse(path, what, kind)
@@ -265,9 +269,11 @@ def _read_member(
             if dtype.hasobject or kind not in allowed:
                 want = ", ".join(sorted(allowed))
                 raise bad(f"array {name!r} has dtype {dtype}; expected {want} (no pickles)")
+            if any(s < 0 for s in shape):
+                raise bad(f"array {name!r} has a negative dimension in its shape {shape}")
             count = 1
             for s in shape:
-                count *= int(s)
+                count *= s
             nbytes = count * dtype.itemsize
             header = m.tell()
             if nbytes != info.file_size - header:
