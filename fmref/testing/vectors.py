@@ -169,6 +169,11 @@ class Suite:
     cases: tuple[Case, ...]
 
 
+def _need(cond: bool, what: str, root: Path) -> None:
+    if not cond:
+        raise ValueError(f"{root / MANIFEST}: {what}; not an fmref vector suite of this schema")
+
+
 def load_suite(root: str | os.PathLike[str]) -> Suite:
     """Load a suite, refusing anything its schema does not allow (a ValueError naming it).
 
@@ -180,8 +185,7 @@ def load_suite(root: str | os.PathLike[str]) -> Suite:
     """
     root = Path(root)
     manifest = read_manifest(root)
-    need = lambda ok, what: _need(ok, what, root)  # noqa: E731
-    need(isinstance(manifest, dict) and manifest.get("schema") == SCHEMA, "wrong 'schema'")
+    _need(isinstance(manifest, dict) and manifest.get("schema") == SCHEMA, "wrong 'schema'", root)
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ValueError(
@@ -208,11 +212,6 @@ def load_suite(root: str | os.PathLike[str]) -> Suite:
         expected = {k: arrays[k] for k in OUTPUTS}
         cases.append(Case(c["id"], params, inputs, expected))
     return Suite(root, manifest, tuple(cases))
-
-
-def _need(cond: bool, what: str, root: Path) -> None:
-    if not cond:
-        raise ValueError(f"{root / MANIFEST}: {what}; not an fmref vector suite of this schema")
 
 
 def verify_suite(
