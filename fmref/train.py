@@ -184,7 +184,9 @@ def train(
 ) -> TrainResult:
     """Train ``model`` (an :class:`fmref.mlp.MLP`) on ``marginal`` by ``config.objective``.
 
-    ``checkpoint`` is written atomically every ``checkpoint_every`` steps and at the end;
+    ``checkpoint`` is written atomically every ``checkpoint_every`` steps and at the end (a
+    write killed midway leaves the previous checkpoint whole and a temporary
+    ``.<name>.fmref-tmp.<host>.<pid>.<random>`` that the next write removes);
     ``resume`` loads a checkpoint (parameters, Adam state, step, RNG state, history) and
     continues exactly where it stopped; the config must be the checkpoint's except for
     ``eval_every``, ``eval_n``, ``floor_n``, ``checkpoint_every`` and ``steps``, and ``steps``
