@@ -23,6 +23,7 @@ from typing import Any, final
 import numpy as np
 
 from ._check import check_choice, check_float_dtype, check_int, check_rng
+from ._checkpoint import check_float_states
 from ._layers import ACTIVATIONS, Dense
 from ._xp import (
     Array,
@@ -267,6 +268,7 @@ class MLP:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy parameters in place from ``state`` (all checked before any is written)."""
+        check_float_states(state)
         new = [self._put(a) for a in self._checked_state(state)]
         for p, a in zip(self.params, new, strict=True):
             p[...] = a  # in place: optimisers hold references to these arrays

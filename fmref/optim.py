@@ -20,6 +20,7 @@ from typing import Any, final
 import numpy as np
 
 from ._check import check_callable, check_float, check_int
+from ._checkpoint import check_float_states
 from ._xp import Array, device, from_numpy, namespace, to_numpy
 
 __all__ = ["Adam", "cosine_decay", "cosine_schedule"]
@@ -193,6 +194,7 @@ class Adam:
         keys = {"step_count"} | {f"{c}.{i}" for i in range(len(self.params)) for c in "mv"}
         if set(state) != keys:
             raise ValueError(f"state keys do not match the optimiser's: expected {sorted(keys)}")
+        check_float_states({k: v for k, v in state.items() if k != "step_count"})
         k = np.asarray(to_numpy(state["step_count"]))
         if k.shape != () or not np.issubdtype(k.dtype, np.integer) or int(k) < 0:
             raise ValueError("state['step_count'] must be a scalar int >= 0")

@@ -173,7 +173,8 @@ class TrainResult:
 
 
 #: Config fields that may change between a checkpoint and its resumption (they do not alter
-#: the training trajectory).
+#: the training trajectory; ``steps`` only with the constant learning rate, see
+#: ``_checkpoint.check_resume_steps``).
 _RESUMABLE = {"steps", "eval_every", "eval_n", "floor_n", "checkpoint_every"}
 
 
@@ -205,16 +206,6 @@ def _minibatch(
     t = g.random(batch)
     ps = marginal.path.draw(z, t, rng=g)
     return ps.x, t, ps.target
-
-
-def _generator(state: dict[str, Any]) -> np.random.Generator:
-    name = state.get("bit_generator") if isinstance(state, dict) else None
-    bitgen = getattr(np.random, str(name), None)
-    if not (isinstance(bitgen, type) and issubclass(bitgen, np.random.BitGenerator)):
-        raise ValueError(f"checkpoint holds an unknown bit generator {name!r}")
-    g = np.random.Generator(bitgen())
-    g.bit_generator.state = state
-    return g
 
 
 def _describe(marginal: MarginalPath) -> dict[str, Any]:
@@ -278,6 +269,7 @@ def _save(
 def _resume(path: Any, model: Any, marginal: MarginalPath, config: TrainConfig) -> Any:
     ck = load_checkpoint(path)
     old: TrainConfig = ck["config"]
+    _checkpoint.check_resume_steps(old.steps, config.steps, config.lr_schedule)
     diff = [
         f.name
         for f in fields(TrainConfig)
@@ -306,9 +298,14 @@ def train(
 ) -> TrainResult:
     """Train ``model`` (an :class:`fmref.mlp.MLP`) on ``marginal`` by ``config.objective``.
 
-    ``checkpoint`` is written atomically every ``checkpoint_every`` steps and at the end;
+    ``checkpoint`` is written atomically every ``checkpoint_every`` steps and at the end (a
+    write killed midway leaves the previous checkpoint whole and a temporary
+    ``.<name>.fmref-tmp.<host>.<pid>.<random>`` that the next write removes);
     ``resume`` loads a checkpoint (parameters, Adam state, step, RNG state, history) and
-    continues exactly where it stopped. ``stop_at`` ends early after that step (as if
+    continues exactly where it stopped; the config must be the checkpoint's except for
+    ``eval_every``, ``eval_n``, ``floor_n``, ``checkpoint_every`` and ``steps``, and ``steps``
+    may change only with ``lr_schedule="constant"`` (the cosine schedule is laid out over
+    ``steps``; otherwise a ValueError). ``stop_at`` ends early after that step (as if
     interrupted). A non-finite loss raises ValueError naming the step before the update is
     applied, so the model and the last checkpoint stay at the last good state.
     """
@@ -338,7 +335,7 @@ def train(
         model.load_state_dict(ck["model"])
         opt = make_optimizer(model, config)
         opt.load_state_dict(ck["optimizer"])
-        g = _generator(ck["rng_state"])
+        g = _checkpoint.rng_from_state(ck["rng_state"])
         step, losses, evals = ck["step"], ck["losses"].tolist(), list(ck["evaluations"])
     else:
         opt = make_optimizer(model, config)

@@ -295,12 +295,35 @@ def test_corrupt_or_foreign_checkpoints_are_refused(good_checkpoint: Path, tmp_p
 def test_resume_refuses_mismatches(good_checkpoint: Path) -> None:
     mp = linear_mp()
     with pytest.raises(ValueError, match="lr"):
-        train(net(), mp, TrainConfig(steps=8, **dict(SMALL, lr=1e-2)), resume=good_checkpoint)
+        train(net(), mp, TrainConfig(steps=4, **dict(SMALL, lr=1e-2)), resume=good_checkpoint)
     with pytest.raises(ValueError, match="model"):
-        train(MLP(2, (8,), rng=0), mp, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)
+        train(MLP(2, (8,), rng=0), mp, TrainConfig(steps=4, **SMALL), resume=good_checkpoint)
     other = MarginalPath(eight_gaussians(radius=3.0), Linear())
     with pytest.raises(ValueError, match="data set or schedule"):
-        train(net(), other, TrainConfig(steps=8, **SMALL), resume=good_checkpoint)
+        train(net(), other, TrainConfig(steps=4, **SMALL), resume=good_checkpoint)
+
+
+def test_resume_with_another_steps_is_refused_unless_the_lr_is_constant(tmp_path: Path) -> None:
+    ck = tmp_path / "ck.npz"
+    cos = TrainConfig(steps=10, **SMALL)
+    train(net(), linear_mp(), cos, checkpoint=ck, stop_at=4)
+    for steps in (6, 20):
+        with pytest.raises(ValueError, match=r"steps=\d+ differs .* steps=10.*'cosine'"):
+            train(net(), linear_mp(), TrainConfig(steps=steps, **SMALL), resume=ck)
+    # Constant lr: extending the run gives exactly the uninterrupted longer run.
+    const = dict(SMALL, lr_schedule="constant")
+    ck2 = tmp_path / "ck2.npz"
+    train(net(), linear_mp(), TrainConfig(steps=10, **const), checkpoint=ck2, stop_at=4)
+    longer = train(net(), linear_mp(), TrainConfig(steps=16, **const), resume=ck2)
+    straight = train(net(), linear_mp(), TrainConfig(steps=16, **const))
+    for p, q in zip(straight.model.params, longer.model.params, strict=True):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(straight.losses, longer.losses)
+    # The cosine schedule really depends on steps: the same 4 steps taken under steps=20
+    # instead of steps=10 give other parameters (so silently accepting it would be wrong).
+    a = train(net(), linear_mp(), TrainConfig(steps=10, **SMALL), stop_at=4).model.params
+    b = train(net(), linear_mp(), TrainConfig(steps=20, **SMALL), stop_at=4).model.params
+    assert any(not np.array_equal(p, q) for p, q in zip(a, b, strict=True))
 
 
 def test_backends_train_alike(backend: Any) -> None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..testing.vectors import OUTPUTS, verify_suite
+from ..testing.vectors import OUTPUTS, load_suite, verify_suite
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,10 +60,13 @@ def load_impl(spec: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:  # exit 2: the suite itself is unusable (1 is kept for "the implementation failed")
+        suite = load_suite(args.suite)
+    except (ValueError, OSError) as exc:
+        print(f"fmref verify: error: {exc}", file=sys.stderr)
+        return 2
     impl = load_impl(args.impl)
-    report = verify_suite(
-        args.suite, impl, quantities=args.quantity, rtol=args.rtol, atol=args.atol
-    )
+    report = verify_suite(suite, impl, quantities=args.quantity, rtol=args.rtol, atol=args.atol)
     print(report.table())
     ok = report.passed and not (args.strict and report.count("skip"))
     return 0 if ok else 1

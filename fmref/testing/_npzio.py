@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .._files import read_bytes
+from .._files import read_npz as parse_npz
+
+#: Largest case file read; fmref's default suite has files of about 10 KiB.
+MAX_CASE_BYTES = 1 << 28
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -36,14 +43,21 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def sha256(data: bytes) -> str:
+    """Return the hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
 def read_npz(path: Path, expected_sha256: str) -> dict[str, np.ndarray]:
-    """Read ``path`` after checking its sha256; never unpickles (``allow_pickle=False``)."""
+    """Read ``path`` after checking its sha256; never unpickles, never reads past a limit.
+
+    Only a regular file of at most :data:`MAX_CASE_BYTES` is read (a directory, FIFO or device
+    is refused before it is opened); the arrays must be uncompressed float64.
+    """
     try:
-        data = path.read_bytes()
+        data = read_bytes(path, "suite file", MAX_CASE_BYTES)
     except FileNotFoundError:
+        if os.path.lexists(path):  # a broken symbolic link: say so
+            raise
         raise FileNotFoundError(f"suite file {path} listed in the manifest is missing") from None
     got = sha256(data)
     if got != expected_sha256:
@@ -52,5 +66,4 @@ def read_npz(path: Path, expected_sha256: str) -> dict[str, np.ndarray]:
             "modified or corrupted, refusing to load it"
         )
     # Hash and parse the same bytes, so the file cannot change in between.
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k: np.asarray(z[k]) for k in z.files}
+    return parse_npz(data, str(path), dtypes=("float64",))

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any, final
 import numpy as np
 
 from .._check import check_int
+from .._files import is_empty_dir, write_dir
 from ..marginals import QUANTITY_ALIASES, canonical_quantities
 from ._cases import (
     INPUTS,
@@ -46,7 +45,16 @@ from ._cases import (
     mixture_params,
 )
 from ._compare import TOLERANCES
-from ._npzio import npz_bytes, read_npz, sha256
+from ._manifest import (
+    MANIFEST,
+    case_id,
+    check_arrays,
+    check_cases,
+    check_tolerances,
+    read_manifest,
+    written_by_fmref,
+)
+from ._npzio import MAX_CASE_BYTES, npz_bytes, read_npz, sha256
 from ._verify import Impl, VerifyReport, VerifyRow, check_case
 
 __all__ = [
@@ -69,7 +77,6 @@ SCHEMA = "fmref-golden-vectors"
 SCHEMA_VERSION = 2
 #: Versions :func:`load_suite` reads; a version-1 suite's arrays are renamed on reading.
 READABLE_SCHEMA_VERSIONS = (1, 2)
-MANIFEST = "manifest.json"
 
 
 def _manifest(seed: int, per_time: int) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -80,7 +87,7 @@ def _manifest(seed: int, per_time: int) -> tuple[dict[str, Any], dict[str, bytes
     cases, files = [], {}
     for sname, sparams in SUITE_SCHEDULES:
         for kind, data in mixtures.items():
-            cid = f"{sname}-{kind}"
+            cid = case_id(sname, kind)
             arrays = case_arrays(make_schedule(sname, sparams), data, g, per_time)
             blob = npz_bytes(arrays)
             rel = f"cases/{cid}.npz"
@@ -121,36 +128,31 @@ def write_suite(
     """Write a suite to folder ``out`` atomically; return the manifest's path.
 
     The same fmref version, ``seed`` and ``per_time`` (points per time per case) give
-    byte-identical files. ``out`` must not exist unless ``overwrite`` (then it must hold a suite).
+    byte-identical files. ``out`` must not exist unless ``overwrite``; then it must be empty
+    or hold an fmref suite and nothing else (nothing fmref did not write is ever removed). The
+    suite is built in a temporary folder and renamed into place: of concurrent writers without
+    ``overwrite`` exactly one succeeds, and a folder someone else creates at ``out`` meanwhile is
+    never replaced.
     """
     seed = check_int(seed, "seed", low=0)
     per_time = check_int(per_time, "per_time", low=1)
     out = Path(out)
-    if out.exists():
+    ours = lambda p: written_by_fmref(p, SCHEMA)  # noqa: E731
+    if os.path.lexists(out):  # fail before the work; write_dir checks again, atomically
         if not overwrite:
             raise ValueError(f"out: {out} already exists (pass overwrite=True / --force)")
-        if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file()):
+        if not (is_empty_dir(out) or ours(out)):
             raise ValueError(f"out: {out} exists and is not a vector suite; refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     manifest, files = _manifest(int(seed), per_time)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
-        (tmp / "cases").mkdir()
-        for rel, blob in files.items():
-            (tmp / rel).write_bytes(blob)
-        text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "suite")
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    big = [rel for rel, blob in files.items() if len(blob) > MAX_CASE_BYTES]
+    if big:
+        raise ValueError(
+            f"per_time={per_time} makes {big[0]} larger than the {MAX_CASE_BYTES} bytes "
+            "load_suite reads; use a smaller per_time"
+        )
+    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    files[MANIFEST] = text.encode("utf-8")
+    write_dir(out, files, overwrite=overwrite, ours=ours, what="out", kind="a vector suite")
     return out / MANIFEST
 
 
@@ -181,14 +183,16 @@ def _need(cond: bool, what: str, root: Path) -> None:
 
 
 def load_suite(root: str | os.PathLike[str]) -> Suite:
-    """Load a suite, refusing a wrong schema, a changed file or anything but plain arrays."""
+    """Load a suite, refusing anything its schema does not allow (a ValueError naming it).
+
+    Refused: a wrong schema or version, a manifest that lacks or adds a case of the schema or
+    loosens a tolerance, a changed file (sha256), a file that is not regular or is over the
+    size limit, anything but plain float64 arrays of the schema's shapes, and an output that is
+    undefined (NaN) at every row of a case. See "What the golden suite guarantees" in
+    docs/oracle.md.
+    """
     root = Path(root)
-    try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{root} holds no {MANIFEST}; is it a vector suite?") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{root / MANIFEST} is not valid JSON: {exc}") from None
+    manifest = read_manifest(root)
     _need(isinstance(manifest, dict) and manifest.get("schema") == SCHEMA, "wrong 'schema'", root)
     version = manifest.get("schema_version")
     if version not in READABLE_SCHEMA_VERSIONS:
@@ -196,19 +200,14 @@ def load_suite(root: str | os.PathLike[str]) -> Suite:
             f"{root / MANIFEST}: schema_version {version!r} is not supported (this fmref reads "
             f"versions {READABLE_SCHEMA_VERSIONS}); regenerate the suite with this fmref"
         )
-    _need(isinstance(manifest.get("cases"), list), "'cases' missing", root)
+    check_tolerances(manifest.get("tolerances", {}), root)
+    check_cases(manifest.get("cases"), root)
     cases = []
     for c in manifest["cases"]:
-        rel = c.get("file", "")
-        ok = isinstance(rel, str) and rel.startswith("cases/") and ".." not in Path(rel).parts
-        _need(ok and isinstance(c.get("sha256"), str), f"bad file entry {rel!r}", root)
-        arrays = read_npz(root / rel, c["sha256"])
+        arrays = read_npz(root / c["file"], c["sha256"])
         if version == 1:
             arrays = {QUANTITY_ALIASES.get(k, k): a for k, a in arrays.items()}
-        missing = [k for k in (*INPUTS, *OUTPUTS) if k not in arrays]
-        _need(not missing, f"{rel} lacks arrays {missing}", root)
-        bad = [k for k, a in arrays.items() if a.dtype != np.float64]
-        _need(not bad, f"{rel} has non-float64 arrays {bad}", root)
+        check_arrays(arrays, c, root)
         data = c["data"]
         params = {
             "id": c["id"],
@@ -240,12 +239,13 @@ def verify_suite(
     least one check ran, and ``report.table()`` formats the pass/fail table.
     """
     suite = root if isinstance(root, Suite) else load_suite(root)
+    check_cases([{"id": c.id} for c in suite.cases], suite.root, ids_only=True)
     if not callable(impl):
         raise TypeError(f"impl must be callable, got {type(impl).__name__}")
     want = tuple(OUTPUTS)
     if quantities is not None:
         want = canonical_quantities(quantities, known=OUTPUTS, stacklevel=2)
-    tol = {k: (v["rtol"], v["atol"]) for k, v in suite.manifest.get("tolerances", {}).items()}
+    tol = check_tolerances(suite.manifest.get("tolerances", {}), suite.root)
     rows: list[VerifyRow] = []
     for case in suite.cases:
         rows.extend(
