@@ -201,7 +201,7 @@ def _points(mp: MarginalPath, t: float, n: int = 32, seed: int = 0) -> np.ndarra
 @pytest.mark.parametrize("name", MOVING)
 @pytest.mark.parametrize(("label", "gm", "ts"), MIXTURES, ids=[m[0] for m in MIXTURES])
 def test_check_passes_the_exact_field(label: str, gm: GaussianMixture, ts: Any, name: str) -> None:
-    """The exact u_t passes at every t (1e-6 from both ends too); the bound is ≤ 1e-4 of the terms."""
+    """The exact u_t passes at every t, 1e-6 from each end too; its bound is ≤ 1e-4 of the terms."""
     mp = MarginalPath(gm, SCHEDULES[name])
     for t in ts:
         c = check(mp, _points(mp, t), t)
