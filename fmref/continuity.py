@@ -170,6 +170,9 @@ def check(
     step = float(step)
     if not 0 < step <= 0.05:
         raise ValueError(f"step must be a float in (0, 0.05], got {step!r}")
+    # p_t must be a density at every t asked for (not Dirac data at t = 1) before steps are
+    # scaled to its widths; log_prob raises the ValueError that says so.
+    marginal.log_prob(x, tt)
     h_x, h_t = _steps(marginal, tt, step, xp)
 
     def log_p(xs: Array, ts: Array) -> Array:
