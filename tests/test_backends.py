@@ -62,8 +62,8 @@ def _check_core(be: Backend, tol: dict[str, float]) -> None:
         s = mp.score(xb, 0.5)
         _same_backend(s, be, "score at scalar t")
         np.testing.assert_allclose(be.to_numpy(s), mp.score(x, 0.5), **tol)
-        res = continuity.residual(mp, xb, tb)
-        _same_backend(res, be, "continuity residual")
+        res = continuity.identity_residual(mp, xb, tb)
+        _same_backend(res, be, "continuity identity")
         for name in ("log_prob", "score", "responsibilities"):
             v = getattr(gm, name)(xb)
             _same_backend(v, be, f"data.{name}")

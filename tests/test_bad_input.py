@@ -11,7 +11,7 @@ from _cases import PROPERTY, SCHEDULES, Case, cases, schedule_names, times, with
 from hypothesis import given
 
 from fmref import conversions
-from fmref.continuity import numerical_residual, residual
+from fmref.continuity import check, identity_residual, numerical_residual
 from fmref.marginals import QUANTITIES, MarginalPath
 from fmref.mixtures import WEIGHT_ATOL, GaussianMixture
 from fmref.paths import GaussianPath
@@ -94,7 +94,9 @@ def test_points_shape_and_finiteness(backend: Any, x: np.ndarray, match: str) ->
         with pytest.raises(ValueError, match=match):
             mp.evaluate(backend.asarray(x), 0.5, (q,))
     with pytest.raises(ValueError, match=match):
-        residual(mp, backend.asarray(x), 0.5)
+        identity_residual(mp, backend.asarray(x), 0.5)
+    with pytest.raises(ValueError, match=match):
+        check(mp, backend.asarray(x), 0.5)
 
 
 @pytest.mark.parametrize("t", [-0.1, 1.1, float("nan"), float("inf")])
@@ -174,7 +176,9 @@ def test_dirac_data_at_one(backend: Any) -> None:
         with pytest.raises(ValueError, match=r"\bt\b"):
             mp.log_prob(x, 1.0)
         with pytest.raises(ValueError, match=r"\bt\b"):
-            residual(mp, x, 1.0)
+            identity_residual(mp, x, 1.0)
+        with pytest.raises(ValueError, match=r"\bt\b"):
+            check(mp, x, 1.0)
     with pytest.raises(ValueError, match="singular"):
         GaussianMixture.empirical([[0.0], [1.0]]).score(np.zeros((1, 1)))
 
@@ -250,7 +254,7 @@ def test_valid_input_gives_finite_output(backend: Any, case: Case, name: str, t:
     for q in QUANTITIES:
         out = backend.to_numpy(mp.evaluate(x, t, (q,))[q])
         assert np.all(np.isfinite(out)), (q, t)
-    assert np.all(np.isfinite(backend.to_numpy(residual(mp, x, t))))
+    assert np.all(np.isfinite(backend.to_numpy(identity_residual(mp, x, t))))
 
 
 # -- one rule for scalar arguments (fmref._check) ----------------------------------------------

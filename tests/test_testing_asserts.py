@@ -150,12 +150,16 @@ def test_a_wrong_field_fails_score_and_scalar_quantities() -> None:
     with pytest.raises(AssertionError, match="assert_score_close"):
         assert_score_close(lambda x, t: MP.vector_field(x, t), MP, n=8)
 
-    # div u checked against ∂_t log p_t + u·∇log p_t = −div u (continuity), an identity.
-    def div_from_continuity(x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        r = MP.evaluate(x, t, ("dlog_prob_dt", "vector_field", "score"))
-        return -r["dlog_prob_dt"] - np.sum(r["vector_field"] * r["score"], axis=1)
+    # An independent divergence (central differences of u, h = 1e-5: error ~1e-10) passes.
+    def div_by_differences(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        h, d = 1e-5, x.shape[1]
+        e = h * np.eye(d)
+        return sum(
+            (MP.vector_field(x + e[i], t)[:, i] - MP.vector_field(x - e[i], t)[:, i]) / (2 * h)
+            for i in range(d)
+        )
 
-    assert_quantity_close(div_from_continuity, MP, "divergence", n=8, rtol=1e-9, atol=1e-9)
+    assert_quantity_close(div_by_differences, MP, "divergence", n=8, rtol=1e-6, atol=1e-6)
 
 
 def test_dirac_data_default_times_leave_out_t_one() -> None:

@@ -98,12 +98,47 @@ def test_expected_values_match_an_independent_density_and_identities(suite_dir: 
             ]
             logs.append(logsumexp(comps))
         np.testing.assert_allclose(exp["log_prob"], logs, rtol=1e-10, atol=1e-10)
-        # Continuity equation, log form, at every row.
+        # Score and velocity by dense Gaussian conditioning (rows with a finite β̇).
+        for i in np.flatnonzero(finite):
+            s_ref, u_ref = _dense_score_and_field(
+                p["weights"],
+                p["means"],
+                covs,
+                inp["x"][i],
+                inp["alpha"][i],
+                inp["beta"][i],
+                inp["alpha_dot"][i],
+                inp["beta_dot"][i],
+            )
+            np.testing.assert_allclose(exp["score"][i], s_ref, rtol=1e-8, atol=1e-8)
+            np.testing.assert_allclose(exp["vector_field"][i], u_ref, rtol=1e-8, atol=1e-8)
+        # An identity of fmref's closed forms (zero for any per-component coefficients): not
+        # evidence, but it ties the stored rows of ∂_t log p, div u, u and s to one another.
         res = (
             exp["dlog_prob_dt"] + exp["divergence"] + np.sum(exp["vector_field"] * exp["score"], 1)
         )
         scale = np.abs(exp["dlog_prob_dt"]) + np.abs(exp["divergence"]) + 1.0
         np.testing.assert_allclose(res / scale, 0.0, rtol=0, atol=1e-10)
+
+
+def _dense_score_and_field(
+    weights: Any, means: Any, covs: Any, x: Any, a: float, b: float, ad: float, bd: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """∇log p_t(x) and u_t(x) = α̇ E[z|x] + β̇ E[ε|x] for one point, by dense conditioning.
+
+    Per component: S_k = α²Σ_k + β²I, r_k = x − αμ_k, s_k = −S_k⁻¹r_k, E[z|x,k] = μ_k +
+    αΣ_k S_k⁻¹r_k, E[ε|x,k] = β S_k⁻¹r_k, mixed by P(k|x) from scipy's densities.
+    """
+    d = x.shape[0]
+    logw, s_k, u_k = [], [], []
+    for w, mu, c in zip(weights, means, covs, strict=True):
+        big_s = a * a * c + b * b * np.eye(d)
+        sol = np.linalg.solve(big_s, x - a * mu)
+        logw.append(np.log(w) + multivariate_normal(a * mu, big_s).logpdf(x))
+        s_k.append(-sol)
+        u_k.append(ad * (mu + a * c @ sol) + bd * b * sol)
+    gam = np.exp(np.array(logw) - logsumexp(logw))
+    return gam @ np.array(s_k), gam @ np.array(u_k)
 
 
 def test_verify_passes_fmref_and_reports_skips(suite_dir: Path) -> None:
