@@ -14,7 +14,13 @@ from _reference import ab, ref_log_prob
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from fmref.marginals import QUANTITIES, QUANTITY_ALIASES, QUANTITY_INFO, MarginalPath
+from fmref.marginals import (
+    QUANTITIES,
+    QUANTITIES_GIVEN_Y,
+    QUANTITY_ALIASES,
+    QUANTITY_INFO,
+    MarginalPath,
+)
 from fmref.mixtures import GaussianMixture
 from fmref.schedules import Linear
 
@@ -339,41 +345,50 @@ def test_constant_time_array_equals_scalar_time_and_string_quantity() -> None:
 # -- the one list of quantities ------------------------------------------------------------
 def test_quantity_records_name_methods_and_shapes() -> None:
     # k = 2, d = 3 so that every axis symbol maps to a distinct size.
-    mp = MarginalPath(make_case(12, 2, 3, "full").gm, SCHEDULES["cosine"])
+    gm = make_case(12, 2, 3, "full").gm
+    labelled = GaussianMixture(gm.weights, gm.means, gm.covs, labels=[0, 1])
+    mp = MarginalPath(labelled, SCHEDULES["cosine"])
     x = np.random.default_rng(3).normal(size=(7, 3))
-    out = mp.evaluate(x, 0.4, tuple(QUANTITY_INFO))
+    out = mp.evaluate(x, 0.4, tuple(QUANTITY_INFO), y=1)
     assert list(out) == list(QUANTITY_INFO)
     for name, q in QUANTITY_INFO.items():
         assert q.name == name
         assert out[name].shape == q.dims(7, 3, 2), name
         method = getattr(mp, name)  # the record's name is the MarginalPath method
-        np.testing.assert_array_equal(method(x, 0.4), out[name], err_msg=name)
+        np.testing.assert_array_equal(method(x, 0.4, y=1), out[name], err_msg=name)
+        if q.given_y:
+            with pytest.raises(ValueError, match="need y="):
+                mp.evaluate(x, 0.4, (name,))
     shapes = {q: QUANTITY_INFO[q].shape for q in ("log_prob", "score", "jacobian")}
     assert shapes == {"log_prob": "(n,)", "score": "(n, d)", "jacobian": "(n, d, d)"}
     assert QUANTITY_INFO["responsibilities"].shape == "(n, k)"
     assert isinstance(QUANTITIES, tuple)
-    assert tuple(n for n, q in QUANTITY_INFO.items() if not q.before_one) == QUANTITIES
+    plain = tuple(n for n, q in QUANTITY_INFO.items() if not (q.before_one or q.given_y))
+    assert plain == QUANTITIES
+    assert {n for n, q in QUANTITY_INFO.items() if q.given_y} == set(QUANTITIES_GIVEN_Y)
     assert {n for n, q in QUANTITY_INFO.items() if q.before_one} == {"cfm_floor_integrand"}
 
 
 def test_before_one_and_rates_come_from_the_records() -> None:
     from fmref.schedules import Polynomial
 
-    mp = MarginalPath(make_case(13, 2, 2, "isotropic").gm, SCHEDULES["linear"])
+    gm = make_case(13, 2, 2, "isotropic").gm
+    gm = GaussianMixture(gm.weights, gm.means, gm.covs, labels=[0, 1])
+    mp = MarginalPath(gm, SCHEDULES["linear"])
     x = np.zeros((2, 2))
     for name, q in QUANTITY_INFO.items():
         if q.before_one:
             with pytest.raises(ValueError, match=rf"t: {name} needs β_t > 0"):
-                mp.evaluate(x, 1.0, (name,))
+                mp.evaluate(x, 1.0, (name,), y=0)
         else:
-            assert np.all(np.isfinite(mp.evaluate(x, 1.0, (name,))[name])), name
+            assert np.all(np.isfinite(mp.evaluate(x, 1.0, (name,), y=0)[name])), name
     steep = MarginalPath(mp.data, Polynomial(0.5))  # α̇ infinite at t = 0
     for name, q in QUANTITY_INFO.items():
         if q.needs_rates:
             with pytest.raises(ValueError, match=r"\bt\b"):
-                steep.evaluate(x, 0.0, (name,))
+                steep.evaluate(x, 0.0, (name,), y=0)
         elif not q.before_one:
-            assert np.all(np.isfinite(steep.evaluate(x, 0.0, (name,))[name])), name
+            assert np.all(np.isfinite(steep.evaluate(x, 0.0, (name,), y=0)[name])), name
 
 
 def test_01_names_are_deprecated_aliases() -> None:
