@@ -588,3 +588,34 @@ def test_torchcfm_sb_path_moments_and_target_by_monte_carlo() -> None:
     # A wrong β (the "cfm" one with the same σ) fails the variance check.
     wrong = torchcfm_schedule("cfm", sigma)(np.array([t0])).beta[0] ** 2
     assert abs(xt.var(0)[0] - wrong) > 20 * var * math.sqrt(2 / n)
+
+
+# -- loss scale: torchcfm / flow_matching / diffusers average over coordinates -----------------
+
+
+def test_mean_reduction_is_the_libraries_mse() -> None:
+    from fmref.losses import cfm_floor, cfm_loss, fm_loss
+
+    data3 = GaussianMixture(W, np.array([[-1.0, 0.5, 2.0], [1.0, -1.0, 0.0]]), np.array([0.3, 0.6]))
+    mp = MarginalPath(data3, Linear())
+    field = lambda x, t: 0.9 * mp.vector_field(x, t)  # noqa: E731
+    est = cfm_loss(field, mp, n=500, rng=3, reduction="mean")
+    # The same draws, in the documented order, and the libraries' loss: mean over all entries
+    # of (v − (z − ε))², as torch.mean((vt - ut) ** 2) in torchcfm's examples.
+    g = np.random.default_rng(3)
+    t = g.random(500)
+    z = data3.sample(500, g)
+    eps = g.standard_normal(z.shape)
+    x = t[:, None] * z + (1 - t[:, None]) * eps
+    mse = float(np.mean((field(x, t) - (z - eps)) ** 2))
+    assert est.value == pytest.approx(mse, rel=1e-12)
+    assert est.reduction == "mean"
+    summed = cfm_loss(field, mp, n=500, rng=3)
+    assert summed.value == pytest.approx(3 * mse, rel=1e-12)
+    fm_sum, fm_mean = fm_loss(field, mp, n=300), fm_loss(field, mp, n=300, reduction="mean")
+    assert fm_mean.value == pytest.approx(fm_sum.value / 3, rel=1e-12)
+    assert fm_mean.relative == pytest.approx(fm_sum.relative, rel=1e-12)  # a ratio: scale-free
+    fl_sum, fl_mean = cfm_floor(mp, n=300), cfm_floor(mp, n=300, reduction="mean")
+    np.testing.assert_allclose(fl_mean.profile, fl_sum.profile / 3, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="reduction"):
+        cfm_floor(mp, n=300, reduction="avg")
