@@ -27,6 +27,7 @@ from .mixtures import GaussianMixture, eight_gaussians, random_2d, random_mixtur
 from .mlp import MLP
 from .optim import Adam, cosine_schedule
 from .paths import GaussianPath
+from .report import Report, report
 from .samplers import SampleResult, integrate
 from .schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
 from .train import TrainConfig, TrainResult, load_checkpoint
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "QUANTITIES",
+    "Report",
     "VP",
     "Adam",
     "Cosine",
@@ -71,6 +73,7 @@ __all__ = [
     "metrics",
     "random_2d",
     "random_mixture",
+    "report",
     "samplers",
     "schedules",
     "sde",
