@@ -37,7 +37,6 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "QUANTITIES",
-    "Report",
     "VP",
     "Adam",
     "Cosine",
@@ -50,6 +49,7 @@ __all__ = [
     "LossEstimate",
     "MarginalPath",
     "Polynomial",
+    "Report",
     "SampleResult",
     "Schedule",
     "SqrtBeta",
