@@ -32,6 +32,7 @@ __all__ = [
     "plot_samples",
     "plot_vector_fields",
     "save_figure",
+    "support",
 ]
 
 Field = Callable[[np.ndarray, np.ndarray], Any]
@@ -68,6 +69,12 @@ def _grid(lim: float, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     g = np.linspace(-lim, lim, m)
     xx, yy = np.meshgrid(g, g)
     return xx, yy, np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def support(mp: MarginalPath, pts: np.ndarray, t: float) -> np.ndarray:
+    """Return the mask of points (m, 2) where p_t ≥ 10⁻³ of its largest value over ``pts``."""
+    logp = np.asarray(mp.log_prob(pts, float(t)), dtype=np.float64)
+    return logp >= logp.max() + np.log(SUPPORT)
 
 
 def _densities(mp: MarginalPath, times: Sequence[float], lim: float, m: int = 160) -> list[Any]:
@@ -176,8 +183,7 @@ def plot_vector_fields(
     panels = []
     for t in times:
         tt = np.full(pts.shape[0], float(t))
-        p = np.exp(np.asarray(mp.log_prob(pts, tt)))
-        keep = p >= SUPPORT * p.max()
+        keep = support(mp, pts, float(t))
         panels.append((keep, [np.asarray(f(pts, tt), dtype=np.float64) for _, f in fields]))
     speeds = np.concatenate([np.linalg.norm(u[k], axis=1) for k, us in panels for u in us])
     vmax = float(np.quantile(speeds, 0.99)) if speeds.size else 1.0
@@ -325,7 +331,12 @@ def plot_loss_curve(
     ax1.set_xlabel("step")
     ax1.set_ylabel("excess loss over L* (log)")
     ax1.set_title("Gap to the floor (E L_CFM − L* = L_FM)", fontsize=9)
-    ax1.legend(fontsize=7)
+    if finite or len(eval_steps):
+        ax1.legend(fontsize=7)
+    else:
+        ax1.text(
+            0.5, 0.5, "L* infinite: no floor to subtract", ha="center", transform=ax1.transAxes
+        )
     ax2 = axes[0][2]
     if len(eval_steps):
         ax2.loglog(eval_steps, relative, "o-", ms=3, color="tab:red", label="L_FM / E‖u_t‖²")
