@@ -543,7 +543,7 @@ def _findings(
         out.append(Finding("mode_weights", "mode weights drift: " + "; ".join(parts) + more))
     if abs(log_p.z) > zt:
         what = (
-            "less likely (spread off the modes)"
+            "less likely (mass off the modes)"
             if log_p.z < 0
             else "more likely (too concentrated)"
         )
