@@ -6,7 +6,8 @@ of :mod:`fmref.losses`, :mod:`fmref.metrics`, :mod:`fmref.likelihood` and
 :mod:`fmref.samplers`:
 
 - the FM loss L_FM = E||u^θ − u||² and the relative FM loss L_FM / E||u||², with its per-t
-  profile; the best scalar fit u^θ ≈ c u (c ≠ 1: a scaled field; c < 0: a flipped sign);
+  profile; the best scalar fit u^θ ≈ c u (reported when c < 0, a flipped sign, or when c
+  differs from 1 significantly and by more than 1%, a scaled field);
 - the irreducible CFM loss L* and the identity E L_CFM = L_FM + L* on common random numbers
   (a deterministic field of (x, t) satisfies it whatever its quality, so a gap means the field
   is not one: dropout left on, hidden state, noise);
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, final
 
@@ -393,7 +394,7 @@ def report(
     c, c_se = _scale_fit(field, marginal, n, seeds[1], like)
 
     stage(2)
-    ode = {"method": method, "steps": steps}
+    ode: dict[str, Any] = {"method": method, "steps": steps}
     gen = sample(field, int(n_samples), seeds[2], marginal=marginal, like=like, **ode)
     x_gen = np.asarray(to_numpy(gen.x), dtype=np.float64)
     z_ref = data.sample(int(n_samples), seeds[3])
@@ -438,33 +439,13 @@ def report(
     )
     e_mu, e_sd = float(null.mean()), float(null.std(ddof=1))
 
-    findings = _findings(
-        label,
-        fm,
-        floor,
-        gap,
-        gap_se,
-        c,
-        c_se,
-        log_p,
-        kl,
-        kl_se,
-        cov.shares,
-        expected,
-        se,
-        zs,
-        energy,
-        e_mu,
-        e_sd,
-        z_threshold,
-        kl_tolerance,
-    )
-    verdict = _verdict(findings, fm, kl, kl_se, kl_method, zs, energy, e_mu, e_sd, n_samples)
-    rep = Report(
+    measured = Report(
         label, repr(marginal), marginal.dim, fm, cfm, floor, gap, gap_se, c, c_se, log_p, kl, kl_se,
         kl_method, cov.shares, expected, se, zs, energy, e_mu, e_sd, int(n_samples), int(n_kl),
-        tuple(findings), verdict,
+        (), "",
     )  # fmt: skip
+    findings = tuple(_findings(measured, float(z_threshold), float(kl_tolerance)))
+    rep = replace(measured, findings=findings, verdict=_verdict(measured, findings))
 
     stage(7)
     if out is not None:
@@ -474,28 +455,10 @@ def report(
     return rep
 
 
-def _findings(
-    label: str,
-    fm: LossEstimate,
-    floor: LossEstimate,
-    gap: float,
-    gap_se: float,
-    c: float,
-    c_se: float,
-    log_p: LogProbComparison,
-    kl: float | None,
-    kl_se: float | None,
-    shares: np.ndarray,
-    expected: np.ndarray,
-    se: np.ndarray,
-    zs: np.ndarray,
-    energy: float,
-    e_mu: float,
-    e_sd: float,
-    zt: float,
-    kl_tol: float,
-) -> list[Finding]:
+def _findings(r: Report, zt: float, kl_tol: float) -> list[Finding]:
+    """Every discrepancy of ``r`` beyond ``zt`` standard errors, as sentences with numbers."""
     out: list[Finding] = []
+    c, c_se, fm = r.scale, r.scale_stderr, r.fm
     if c < 0:
         out.append(
             Finding(
@@ -524,6 +487,7 @@ def _findings(
                 f"t ∈ [{a:.2f}, {b:.2f}) ({share:.0%} of L_FM)",
             )
         )
+    gap, gap_se = r.identity, r.identity_stderr
     if math.isfinite(gap_se) and abs(gap) > zt * gap_se and gap_se > 0:
         out.append(
             Finding(
@@ -533,6 +497,7 @@ def _findings(
                 "training-mode layers?)",
             )
         )
+    zs, shares, se, expected = r.shares_z, r.shares, r.shares_stderr, r.expected_shares
     bad = [k for k in np.argsort(-np.abs(zs)) if abs(zs[k]) > zt]
     if bad:
         parts = [
@@ -541,11 +506,10 @@ def _findings(
         ]
         more = f" (+{len(bad) - 4} more)" if len(bad) > 4 else ""
         out.append(Finding("mode_weights", "mode weights drift: " + "; ".join(parts) + more))
+    log_p = r.log_p
     if abs(log_p.z) > zt:
         what = (
-            "less likely (mass off the modes)"
-            if log_p.z < 0
-            else "more likely (too concentrated)"
+            "less likely (mass off the modes)" if log_p.z < 0 else "more likely (too concentrated)"
         )
         out.append(
             Finding(
@@ -555,8 +519,10 @@ def _findings(
                 f"{log_p.reference_stderr:.2g}",
             )
         )
+    kl, kl_se = r.kl, r.kl_stderr
     if kl is not None and kl_se is not None and kl > zt * kl_se and kl > kl_tol:
         out.append(Finding("kl", f"KL(p_data ‖ p_model) = {kl:.4g} ± {kl_se:.2g} nats, expected 0"))
+    energy, e_mu, e_sd = r.energy, r.energy_null_mean, r.energy_null_sd
     if e_sd > 0 and energy > e_mu + zt * e_sd:
         out.append(
             Finding(
@@ -565,30 +531,23 @@ def _findings(
                 f"({(energy - e_mu) / e_sd:.0f} null sd above)",
             )
         )
-    del label, floor
     return out
 
 
-def _verdict(
-    findings: list[Finding],
-    fm: LossEstimate,
-    kl: float | None,
-    kl_se: float | None,
-    kl_method: str | None,
-    zs: np.ndarray,
-    energy: float,
-    e_mu: float,
-    e_sd: float,
-    n_samples: int,
-) -> str:
+def _verdict(r: Report, findings: tuple[Finding, ...]) -> str:
+    """One line: the findings, or what was measured when there are none."""
     if findings:
         return f"{len(findings)} finding(s): " + "; ".join(f.message for f in findings)
-    kl_txt = f"KL {kl:.2g} ± {kl_se:.1g} nats ({kl_method})" if kl is not None else "KL skipped"
+    kl_txt = (
+        f"KL {r.kl:.2g} ± {r.kl_stderr:.1g} nats ({r.kl_method})"
+        if r.kl is not None and r.kl_stderr is not None
+        else "KL skipped"
+    )
     return (
-        f"no discrepancy detected at these sample sizes ({n_samples} ODE samples): relative "
-        f"FM loss {fm.relative:.3g} ± {fm.relative_stderr:.1g}, {kl_txt}, largest coverage "
-        f"|z| {float(np.max(np.abs(zs))):.1f}, energy distance {energy:.2g} vs null "
-        f"{e_mu:.2g} ± {e_sd:.1g}"
+        f"no discrepancy detected at these sample sizes ({r.n_samples} ODE samples): relative "
+        f"FM loss {r.fm.relative:.3g} ± {r.fm.relative_stderr:.1g}, {kl_txt}, largest coverage "
+        f"|z| {float(np.max(np.abs(r.shares_z))):.1f}, energy distance {r.energy:.2g} vs null "
+        f"{r.energy_null_mean:.2g} ± {r.energy_null_sd:.1g}"
     )
 
 
@@ -637,13 +596,9 @@ def _write(
                 )
             )
         )
-    rep = Report(**{**_fields(rep), "files": tuple(files)})
+    rep = replace(rep, files=tuple(files))
     text = json.dumps(rep.to_dict(), indent=2, allow_nan=False)
     atomic_write(out / "report.json", lambda f: f.write(text.encode()))
     md = rep.markdown()
     atomic_write(out / "report.md", lambda f: f.write(md.encode()))
     return rep
-
-
-def _fields(rep: Report) -> dict[str, Any]:
-    return {k: getattr(rep, k) for k in rep.__dataclass_fields__}
