@@ -619,3 +619,26 @@ def test_mean_reduction_is_the_libraries_mse() -> None:
     np.testing.assert_allclose(fl_mean.profile, fl_sum.profile / 3, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="reduction"):
         cfm_floor(mp, n=300, reduction="avg")
+
+
+def test_adapter_bad_input_names_the_argument() -> None:
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        diffusers_flow_match_grid(0)
+    with pytest.raises(ValueError, match="shift"):
+        diffusers_flow_match_grid(10, shift=-1.0)
+    with pytest.raises(TypeError, match="shift"):
+        diffusers_flow_match_grid(10, shift="3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="time_shift_type"):
+        diffusers_flow_match_grid(10, mu=0.5, time_shift_type="cubic")
+    with pytest.raises(TypeError, match="FlowMatch"):
+        from_diffusers_scheduler(object())
+    with pytest.raises(TypeError, match="model"):
+        from_diffusers_model(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="prediction_type"):
+        from_ddpm_model(lambda x, t: x, DDPM_ALPHAS_CUMPROD, prediction_type="x0")
+    with pytest.raises(TypeError, match="sigma"):
+        torchcfm_schedule("sb", "0.5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="eps"):
+        torchcfm_noise("cfm", np.zeros((2, 2)), np.array([0.1, 0.2]), sigma=0.3)
+    with pytest.raises(ValueError, match="image_seq_len"):
+        diffusers_mu(0)
