@@ -512,6 +512,40 @@ def test_ddpm_v_prediction_against_diffusers_get_velocity() -> None:
     np.testing.assert_allclose(u(x, t), mp.vector_field(x, t), rtol=1e-5, atol=1e-5)
 
 
+def test_ddim_converges_to_fmrefs_ode_at_first_order() -> None:
+    # DDIM (η = 0) with the exact ε̂ is a first-order solver of the probability-flow ODE; fmref
+    # solves the same ODE with from_ddpm_model's velocity (RK4, 300 steps) and takes x̂ at the
+    # last step, as DDIM's final step (ᾱ_prev = 1) does. The gap must shrink like 1/steps.
+    diffusers = pytest.importorskip("diffusers")
+    torch = pytest.importorskip("torch")
+    from fmref.samplers import integrate
+
+    gaps = {}
+    for steps in (250, 1000):
+        sch = diffusers.DDIMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            set_alpha_to_one=True,
+            clip_sample=False,  # the default clips x̂ to [−1, 1], which no ODE does
+        )
+        mp = MarginalPath(DATA, ddpm_schedule(sch.alphas_cumprod))
+        sch.set_timesteps(steps)
+        t0, t1 = (float(ddpm_time(float(sch.timesteps[k]))) for k in (0, -1))
+        x0 = mp.sample(200, t0, 12)
+        x = torch.tensor(x0)
+        for ts in sch.timesteps:
+            eps_hat = mp.noise_posterior_mean(x.numpy(), float(ddpm_time(float(ts))))
+            x = sch.step(torch.tensor(eps_hat), ts, x).prev_sample
+        u = from_ddpm_model(
+            lambda y, i, mp=mp: mp.noise_posterior_mean(y, ddpm_time(i)), sch.alphas_cumprod
+        )
+        end = integrate(u, x0, method="rk4", steps=300, t0=t0, t1=t1).x
+        gaps[steps] = float(np.abs(mp.posterior_mean(end, t1) - x.numpy()).max())
+    assert gaps[1000] < 0.01
+    assert 3.0 < gaps[250] / gaps[1000] < 5.0  # first order: 4x the steps, 1/4 the gap
+
+
 # -- torchcfm: σ = 0 at t = 1, the target matcher's p_0, SB-CFM without OT --------------------
 
 
