@@ -491,7 +491,12 @@ def ddpm_schedule(alphas_cumprod: Any) -> Custom:
     dense = np.linspace(0.0, 1.0, 8 * big_n + 1)
     if np.any(spline(dense, 1) <= 0) or np.any(spline(dense[:-1]) >= 0):
         raise ValueError("alphas_cumprod: its log-spline is not increasing in t; ᾱ too irregular")
-    lam_fn = _Cubic(knots, np.asarray(spline.c))
+    cubic = _Cubic(knots, np.asarray(spline.c))
+
+    def lam_fn(t: Array) -> Array:
+        # λ(1) = 0 exactly (the clean data): in float32 the spline's sum there rounds to ~1e-9,
+        # which would give β_1 ≈ 3e-5 instead of 0.
+        return namespace(t).where(t < 1, cubic(t), 0.0)
 
     def alpha(t: Array) -> Array:
         return namespace(t).exp(0.5 * lam_fn(t))
@@ -499,10 +504,10 @@ def ddpm_schedule(alphas_cumprod: Any) -> Custom:
     def beta(t: Array) -> Array:
         xp = namespace(t)
         # −expm1 keeps β accurate near t = 1 where ᾱ → 1; clip guards rounding above λ = 0.
-        return xp.sqrt(xp.clip(-xp.expm1(lam_fn(t)), 0.0, None))
+        return xp.sqrt(xp.clip(0.0 - xp.expm1(lam_fn(t)), 0.0, None))
 
     def alpha_dot(t: Array) -> Array:
-        return 0.5 * lam_fn(t, 1) * alpha(t)
+        return 0.5 * cubic(t, 1) * alpha(t)
 
     def beta_dot(t: Array) -> Array:
         with np.errstate(divide="ignore"):

@@ -439,6 +439,21 @@ def test_ddpm_schedule_derivatives_by_finite_differences() -> None:
     assert float(one.beta_beta_dot[0]) == pytest.approx(fd, rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_ddpm_schedule_in_torch(dtype: str) -> None:
+    torch = pytest.importorskip("torch")
+    sched = ddpm_schedule(DDPM_ALPHAS_CUMPROD)
+    t = np.array([0.0, 0.3, 0.999, 1.0])
+    got = sched(torch.tensor(t, dtype=getattr(torch, dtype)))
+    want = sched(t)
+    tol = 1e-14 if dtype == "float64" else 1e-6
+    for name in ("alpha", "beta", "alpha_dot"):
+        np.testing.assert_allclose(
+            getattr(got, name).double().numpy(), getattr(want, name), rtol=tol, atol=tol
+        )
+    assert float(got.beta[-1]) == 0.0 and float(got.alpha[-1]) == 1.0  # data exactly at t = 1
+
+
 def test_ddpm_schedule_rejects_bad_alphas() -> None:
     with pytest.raises(ValueError, match="decreasing"):
         ddpm_schedule(np.array([0.5, 0.9]))
