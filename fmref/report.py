@@ -326,8 +326,9 @@ def report(
         NumPy by default) → (n, d).
     marginal : the exact :class:`~fmref.marginals.MarginalPath` the field should learn.
     name : the model's name for titles and the verdict (default: the field's ``__name__``).
-    out : a folder for ``report.json``, ``report.md`` and the figures (``report_*.png``, 2-D
-        data); nothing is written when None.
+    out : a folder for ``report.json``, ``report.md`` and the figures (``report_profile.png``,
+        ``report_coverage.png``; for 2-D data also ``report_samples.png`` and
+        ``report_fields.png``); nothing is written when None.
     n : draws for the losses and the scale fit. n_samples : ODE samples. n_kl : data points
         whose log p_model is solved by the likelihood ODE (0 skips the KL).
     method, steps : the ODE solver of :func:`fmref.samplers.integrate` for samples and KL.
@@ -363,7 +364,7 @@ def report(
         raise ValueError(f"z_threshold must be a float > 0, got {z_threshold!r}")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable(stage, done, total), got {progress!r}")
-    do_figures = figures and out is not None and marginal.dim == 2
+    do_figures = bool(figures) and out is not None
     if do_figures:
         try:
             import matplotlib  # noqa: F401
@@ -568,34 +569,25 @@ def _write(
         def np_field(x: np.ndarray, t: np.ndarray) -> np.ndarray:
             return np.asarray(to_numpy(field(_convert(x, like), _convert(t, like))))
 
-        files.append(
-            str(
-                plotting.plot_samples(
-                    mp, z_ref, x_gen, out / "report_samples.png", title=f"ODE samples of {rep.name}"
-                )
-            )
-        )
-        files.append(
-            str(plotting.plot_vector_fields(mp, np_field, out / "report_fields.png", name=rep.name))
-        )
-        files.append(
-            str(
-                plotting.plot_loss_profile(
-                    rep.fm, rep.floor, out / "report_profile.png", name=rep.name
-                )
-            )
-        )
-        files.append(
-            str(
-                plotting.plot_coverage(
-                    rep.shares,
-                    rep.expected_shares,
-                    rep.shares_stderr,
-                    out / "report_coverage.png",
-                    name=rep.name,
-                )
-            )
-        )
+        paths = [
+            plotting.plot_loss_profile(
+                rep.fm, rep.floor, out / "report_profile.png", name=rep.name
+            ),
+            plotting.plot_coverage(
+                rep.shares,
+                rep.expected_shares,
+                rep.shares_stderr,
+                out / "report_coverage.png",
+                name=rep.name,
+            ),
+        ]
+        if mp.dim == 2:  # the pictures in the plane
+            title = f"ODE samples of {rep.name}"
+            paths += [
+                plotting.plot_samples(mp, z_ref, x_gen, out / "report_samples.png", title=title),
+                plotting.plot_vector_fields(mp, np_field, out / "report_fields.png", name=rep.name),
+            ]
+        files = [str(p) for p in paths]
     rep = replace(rep, files=tuple(files))
     text = json.dumps(rep.to_dict(), indent=2, allow_nan=False)
     atomic_write(out / "report.json", lambda f: f.write(text.encode()))

@@ -111,6 +111,20 @@ def test_a_field_that_changes_between_calls_breaks_the_identity() -> None:
     assert rep.kl is None and rep.kl_method is None
 
 
+def test_higher_dimension_writes_the_non_planar_figures(tmp_path: Path) -> None:
+    from fmref import random_mixture
+
+    mp3 = MarginalPath(random_mixture(3, 3, "diagonal", rng=2), Linear())
+    rep = report(mp3.vector_field, mp3, out=tmp_path, **{**SMALL, "n_kl": 30})
+    assert rep.clean, rep.verdict
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "report.json",
+        "report.md",
+        "report_coverage.png",
+        "report_profile.png",
+    ]
+
+
 def test_torch_field_through_like() -> None:
     torch = pytest.importorskip("torch")
     small = {**SMALL, "n": 512, "n_samples": 500, "n_kl": 30, "steps": 20}
