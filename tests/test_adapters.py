@@ -384,6 +384,24 @@ def _scheduler_euler(sch: Any, model: Any, x: Any) -> Any:
     return x
 
 
+def test_documented_flow_match_euler_step_is_fmrefs_euler() -> None:
+    # Without diffusers: its documented step prev = x + (σ_{i+1} − σ_i) · model(x, N σ_i), with
+    # the SD3-convention model, must be fmref's Euler on t = 1 − σ.
+    from fmref.samplers import integrate
+
+    mp = MarginalPath(DATA, Linear())
+    grid = diffusers_flow_match_grid(20, shift=3.0)
+    model = as_diffusers_model(mp.vector_field)
+    x0 = np.random.default_rng(5).standard_normal((32, 2))
+    x = x0
+    for i, ts in enumerate(grid.timesteps):
+        x = x + (grid.sigmas[i + 1] - grid.sigmas[i]) * model(x, ts)
+    ours = integrate(mp.vector_field, x0, method="euler", grid=grid.t).x
+    np.testing.assert_allclose(x, ours, rtol=1e-12, atol=1e-12)
+    wrong = from_diffusers_model(lambda y, ts: mp.vector_field(y, 1 - ts / 1000))  # no flip
+    assert np.abs(wrong(x0, np.full(32, 0.5)) + mp.vector_field(x0, 0.5)).max() < 1e-12
+
+
 @pytest.mark.parametrize("config", [{"shift": 3.0}, {"use_karras_sigmas": True, "shift": 2.0}])
 def test_euler_through_diffusers_scheduler_is_fmrefs_euler(config: Any) -> None:
     diffusers = pytest.importorskip("diffusers")
