@@ -248,7 +248,9 @@ def as_flow_matching_model(field: Field) -> Callable[..., Array]:
 
 
 def _count(v: Any, name: str, low: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v < low:
         raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
     return int(v)
 
@@ -361,7 +363,9 @@ def diffusers_flow_match_grid(
     if mu is not None:
         if s != 1.0:
             raise ValueError("pass shift or mu (dynamic shifting), not both")
-        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu):
+        if isinstance(mu, bool) or not isinstance(mu, (int, float, np.integer, np.floating)):
+            raise TypeError(f"mu must be a float, got {type(mu).__name__}")
+        if not math.isfinite(mu):
             raise ValueError(f"mu must be a finite float, got {mu!r}")
         s = math.exp(mu) if time_shift_type == "exponential" else _positive(mu, "mu")
         sigma_min = 1.0 / big_n

@@ -709,3 +709,8 @@ def test_adapter_bad_input_names_the_argument() -> None:
         torchcfm_noise("cfm", np.zeros((2, 2)), np.array([0.1, 0.2]), sigma=0.3)
     with pytest.raises(ValueError, match="image_seq_len"):
         diffusers_mu(0)
+    with pytest.raises(TypeError, match="num_inference_steps"):
+        diffusers_flow_match_grid(2.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mu"):
+        diffusers_flow_match_grid(10, mu="0.5")  # type: ignore[arg-type]
+    assert diffusers_flow_match_grid(np.int64(10), mu=np.float32(0.5)).t.shape == (11,)
