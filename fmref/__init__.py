@@ -36,6 +36,7 @@ from .mixtures import (
 from .mlp import MLP
 from .optim import Adam, cosine_decay, cosine_schedule
 from .paths import GaussianPath, PathSample
+from .report import Report, report
 from .samplers import SampleResult, integrate
 from .schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
 from .train import TrainConfig, TrainResult, load_checkpoint
@@ -63,6 +64,7 @@ __all__ = [
     "MarginalPath",
     "PathSample",
     "Polynomial",
+    "Report",
     "SampleResult",
     "Schedule",
     "SqrtBeta",
@@ -91,6 +93,7 @@ __all__ = [
     "metrics",
     "random_2d",
     "random_mixture",
+    "report",
     "samplers",
     "schedules",
     "score_matching",

@@ -4,6 +4,11 @@ docs/theory.md §10: for every field u^θ, E[L_CFM(θ)] = L_FM(θ) + L* with
 L* = E_t E_{x~p_t}[c_t² tr Cov(z|x)], c_t = α̇_t − β̇_t α_t/β_t. The three estimators below
 draw (t, z, ε) in the same order (t ~ U[0, t_max), z ~ p_data, ε ~ N(0, I), x = α_t z + β_t ε),
 so equal seeds give common random numbers and their per-sample values can be subtracted.
+
+Scale: fmref sums the squared error over the d coordinates. torchcfm, flow_matching and
+diffusers average it (``torch.mean((v − u)**2)``), so their losses are fmref's divided by d;
+``reduction="mean"`` on every function here reports that scale (L* included). The relative
+FM loss is a ratio and does not depend on it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any, final
 
 import numpy as np
 
-from ._check import check_float, check_int, check_rng
+from ._check import check_choice, check_float, check_int, check_rng
 from ._xp import Array, Namespace, device, from_numpy, namespace, to_numpy
 from .marginals import MarginalPath
 from .paths import PathSample
@@ -41,6 +46,8 @@ class LossEstimate:
     t, samples : (n,) the drawn times and per-sample values (for common-random-number use).
     relative, relative_stderr : value ÷ E||u_t(x)||² (fm_loss only, else None).
     warning : why the value is infinite or unreliable, else None.
+    reduction : "sum" over coordinates (fmref's scale) or "mean" (÷ d: torchcfm's,
+        flow_matching's and diffusers' scale); applies to value, profile and samples.
     """
 
     value: float
@@ -55,6 +62,7 @@ class LossEstimate:
     relative: float | None = None
     relative_stderr: float | None = None
     warning: str | None = None
+    reduction: str = "sum"
 
     @property
     def finite(self) -> bool:
@@ -67,6 +75,14 @@ def _check(marginal: Any, n: Any, t_max: Any, bins: Any) -> None:
     check_int(n, "n", low=2)
     check_float(t_max, "t_max", low=0.0, high=1.0, low_open=True)
     check_int(bins, "bins", low=1)
+
+
+_REDUCTIONS = ("sum", "mean")
+
+
+def _per_coordinate(reduction: Any, d: int) -> float:
+    """Factor turning a squared norm summed over d coordinates into the chosen reduction."""
+    return 1.0 if check_choice(reduction, "reduction", _REDUCTIONS) == "sum" else 1.0 / d
 
 
 def _draw(marginal: MarginalPath, n: int, rng: Any, t_max: float, like: Any) -> PathSample:
@@ -91,9 +107,11 @@ def _sq_norm(field: Field, x: Array, t: Array, target: Array, xp: Namespace) -> 
     return xp.sum(r * r, axis=1)
 
 
-def _estimate(t: Any, samples: Any, t_max: float, bins: int, **extra: Any) -> LossEstimate:
+def _estimate(
+    t: Any, samples: Any, t_max: float, bins: int, reduction: str = "sum", d: int = 1, **extra: Any
+) -> LossEstimate:
     tn = np.asarray(to_numpy(t), dtype=np.float64)
-    s = np.asarray(to_numpy(samples), dtype=np.float64)
+    s = np.asarray(to_numpy(samples), dtype=np.float64) * _per_coordinate(reduction, d)
     n = s.shape[0]
     edges = np.linspace(0.0, t_max, bins + 1)
     idx = np.minimum((tn / t_max * bins).astype(np.int64), bins - 1)
@@ -106,7 +124,9 @@ def _estimate(t: Any, samples: Any, t_max: float, bins: int, **extra: Any) -> Lo
             prof_se[b] = sb.std(ddof=1) / math.sqrt(sb.size) if sb.size > 1 else np.nan
     value = float(s.mean())
     stderr = float(s.std(ddof=1) / math.sqrt(n))
-    return LossEstimate(value, stderr, n, float(t_max), edges, prof, prof_se, tn, s, **extra)
+    return LossEstimate(
+        value, stderr, n, float(t_max), edges, prof, prof_se, tn, s, reduction=reduction, **extra
+    )
 
 
 def fm_loss(
@@ -118,6 +138,7 @@ def fm_loss(
     t_max: float = 1.0,
     bins: int = 10,
     like: Any = None,
+    reduction: str = "sum",
 ) -> LossEstimate:
     """Estimate L_FM = E_{t, x~p_t} ||u^θ_t(x) − u_t(x)||² against the exact marginal field.
 
@@ -135,7 +156,9 @@ def fm_loss(
     rel = float(err.mean()) / mu_u
     # Delta method: Var(Ā/B̄) ≈ Var(a − R b) / (n B̄²).
     rel_se = float((err - rel * unorm).std(ddof=1) / (math.sqrt(n) * mu_u))
-    return _estimate(t, err, float(t_max), bins, relative=rel, relative_stderr=rel_se)
+    return _estimate(
+        t, err, float(t_max), bins, reduction, marginal.dim, relative=rel, relative_stderr=rel_se
+    )
 
 
 def cfm_loss(
@@ -147,6 +170,7 @@ def cfm_loss(
     t_max: float = 1.0,
     bins: int = 10,
     like: Any = None,
+    reduction: str = "sum",
 ) -> LossEstimate:
     """Estimate L_CFM = E_{t, z, ε} ||u^θ_t(α_t z + β_t ε) − (α̇_t z + β̇_t ε)||² (Algorithm 3).
 
@@ -156,7 +180,8 @@ def cfm_loss(
     _check(marginal, n, t_max, bins)
     ps = _draw(marginal, int(n), rng, float(t_max), like)
     err = _sq_norm(field, ps.x, ps.t, ps.target, namespace(ps.x))
-    return _estimate(ps.t, err, float(t_max), bins, warning=_divergence_warning(marginal, t_max))
+    warning = _divergence_warning(marginal, t_max)
+    return _estimate(ps.t, err, float(t_max), bins, reduction, marginal.dim, warning=warning)
 
 
 def _divergence_warning(marginal: MarginalPath, t_max: float) -> str | None:
@@ -189,6 +214,7 @@ def cfm_floor(
     t_max: float = 1.0,
     bins: int = 10,
     like: Any = None,
+    reduction: str = "sum",
 ) -> LossEstimate:
     """Estimate the irreducible CFM loss L* = E_{t~U[0,t_max)} E_{x~p_t}[c_t² tr Cov(z|x)].
 
@@ -200,7 +226,7 @@ def cfm_floor(
     _check(marginal, n, t_max, bins)
     ps = _draw(marginal, int(n), rng, float(t_max), like)
     ell = marginal.cfm_floor_integrand(ps.x, ps.t)
-    est = _estimate(ps.t, ell, float(t_max), bins)
+    est = _estimate(ps.t, ell, float(t_max), bins, reduction, marginal.dim)
     warning = _divergence_warning(marginal, t_max)
     if warning is None:
         return est
@@ -215,11 +241,12 @@ def cfm_floor(
         est.t,
         est.samples,
         warning=warning,
+        reduction=reduction,
     )
 
 
 def floor_profile(
-    marginal: MarginalPath, t: Any, *, n: int = 4096, rng: Any = 0
+    marginal: MarginalPath, t: Any, *, n: int = 4096, rng: Any = 0, reduction: str = "sum"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Estimate ℓ*(t) = E_{x~p_t}[c_t² tr Cov(z|x)] at each time of ``t`` (< 1).
 
@@ -230,11 +257,12 @@ def floor_profile(
     if ts.ndim != 1 or not np.all((ts >= 0) & (ts < 1)):
         raise ValueError("t must be a 1-D array of times in [0, 1)")
     _check(marginal, n, 1.0, 1)
+    scale = _per_coordinate(reduction, marginal.dim)
     g = check_rng(rng)
     mean, se = np.empty_like(ts), np.empty_like(ts)
     for i, ti in enumerate(ts):
         tt = np.full(int(n), ti)
         x = marginal.sample(int(n), tt, rng=g)
-        ell = np.asarray(marginal.cfm_floor_integrand(x, tt), dtype=np.float64)
+        ell = np.asarray(marginal.cfm_floor_integrand(x, tt), dtype=np.float64) * scale
         mean[i], se[i] = ell.mean(), ell.std(ddof=1) / math.sqrt(n)
     return mean, se
