@@ -36,8 +36,9 @@ from typing import Any, final
 import numpy as np
 
 from ._checkpoint import atomic_write
+from ._ode import bound_owner
 from ._xp import Array, device, from_numpy, namespace, to_numpy
-from .likelihood import log_likelihood
+from .likelihood import Hutchinson, log_likelihood
 from .losses import LossEstimate, cfm_floor, cfm_loss, fm_loss
 from .marginals import MarginalPath
 from .metrics import LogProbComparison, compare_log_prob, coverage, energy_distance, energy_null
@@ -273,8 +274,7 @@ def _mean_se(a: np.ndarray) -> tuple[float, float]:
 
 
 def _has_divergence(field: Any) -> bool:
-    owner = getattr(field, "__self__", None)
-    return any(callable(getattr(c, "divergence", None)) for c in (field, owner))
+    return any(callable(getattr(c, "divergence", None)) for c in (field, bound_owner(field)))
 
 
 def _convert(a: Any, like: Any) -> Any:
@@ -288,7 +288,7 @@ def _scale_fit(
 ) -> tuple[float, float]:
     """Least-squares c of u^θ ≈ c u over t ~ U[0, 1), x ~ p_t, with its delta-method stderr."""
     t = g.random(n)
-    x = mp.sample(n, t, g)
+    x = mp.sample(n, t, rng=g)
     u = np.asarray(mp.vector_field(x, t), dtype=np.float64)
     v = np.asarray(to_numpy(field(_convert(x, like), _convert(t, like))), dtype=np.float64)
     a, b = np.sum(v * u, axis=1), np.sum(u * u, axis=1)
@@ -396,9 +396,9 @@ def report(
 
     stage(2)
     ode: dict[str, Any] = {"method": method, "steps": steps}
-    gen = sample(field, int(n_samples), seeds[2], marginal=marginal, like=like, **ode)
+    gen = sample(field, int(n_samples), rng=seeds[2], marginal=marginal, like=like, **ode)
     x_gen = np.asarray(to_numpy(gen.x), dtype=np.float64)
-    z_ref = data.sample(int(n_samples), seeds[3])
+    z_ref = data.sample(int(n_samples), rng=seeds[3])
 
     stage(3)
     log_p = compare_log_prob(data.log_prob, x_gen, z_ref)
@@ -407,14 +407,13 @@ def report(
     kl = kl_se = None
     kl_method = None
     if n_kl:
-        z_kl = data.sample(int(n_kl), seeds[4])
+        z_kl = data.sample(int(n_kl), rng=seeds[4])
         exact_div = divergence is not None or _has_divergence(field)
         kl_method = "exact divergence" if exact_div else "hutchinson"
         lik = log_likelihood(
             field,
             _convert(z_kl, like),
-            divergence=divergence if exact_div else "hutchinson",
-            rng=seeds[5],
+            divergence=divergence if exact_div else Hutchinson(rng=seeds[5]),
             log_p0=lambda x: marginal.log_prob(x, 0.0),
             **ode,
         )
@@ -426,7 +425,7 @@ def report(
     # differ from π_k, and exact samples must not be reported as drifting.
     n_ref = max(25 * int(n_samples), 200_000)
     cov = coverage(data, x_gen)
-    expected = coverage(data, data.sample(n_ref, seeds[6])).shares
+    expected = coverage(data, data.sample(n_ref, rng=seeds[6])).shares
     # Two-sample binomial standard error of share − expected (the model's own spread plus the
     # reference's), so a dropped mode's share 0 has the reference's error, not zero.
     se = np.sqrt(cov.shares * (1 - cov.shares) / n_samples + expected * (1 - expected) / n_ref)
