@@ -380,7 +380,9 @@ def cfg_gap(
     field = CFG(marginal, y, w)
     tilted = Tilted(marginal, y, field.w)
     g = check_rng(rng)
-    res = sample(field.vector_field, n, g, dim=marginal.dim, method="dop853", rtol=rtol, atol=atol)
+    res = sample(
+        field.vector_field, n, rng=g, dim=marginal.dim, method="dop853", rtol=rtol, atol=atol
+    )
     x1 = np.asarray(res.x, dtype=np.float64)
     lik = log_likelihood(field.vector_field, x1, method="dop853", rtol=rtol, atol=atol)
     log_rho = np.asarray(lik.log_prob, dtype=np.float64)
