@@ -42,7 +42,7 @@ def measure(
     data = eight_gaussians_classes(n_classes)
     mp = MarginalPath(data, Linear())
     cond = data.given(Y)
-    ref = cond.sample(50_000, rng + 1)
+    ref = cond.sample(50_000, rng=rng + 1)
     threshold = float(np.quantile(cond.log_prob(ref), 0.001))
     rows = []
     for w in weights:

@@ -158,8 +158,8 @@ def measure(
     gap = cfm.samples - fm.samples - floor.samples
     m = o["samples"]
     ode = dict(method="rk4", steps=o["ode_steps"])
-    gen = sample(model, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
-    ref = sample(mp.vector_field, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
+    gen = sample(model, m, rng=np.random.default_rng([seed, 4]), marginal=mp, **ode)
+    ref = sample(mp.vector_field, m, rng=np.random.default_rng([seed, 4]), marginal=mp, **ode)
     z = mp.data.sample(m, rng=np.random.default_rng([seed, 5]))
 
     def mean_se(a: Any) -> tuple[float, float]:

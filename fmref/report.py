@@ -435,7 +435,11 @@ def report(
     stage(6)
     energy = energy_distance(x_gen, z_ref)
     null = energy_null(
-        data.sample, int(n_samples), int(n_samples), seeds[7], repeats=int(energy_repeats)
+        lambda m, g: data.sample(m, rng=g),
+        int(n_samples),
+        int(n_samples),
+        rng=seeds[7],
+        repeats=int(energy_repeats),
     )
     e_mu, e_sd = float(null.mean()), float(null.std(ddof=1))
 

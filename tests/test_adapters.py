@@ -50,7 +50,7 @@ def test_time_reversed_field_transports_the_reversed_density(schedule: Any) -> N
     # every derivative here is a central difference, independent of the closed forms.
     mp = MarginalPath(DATA, schedule)
     v = time_reversed(mp.vector_field)
-    x = mp.sample(6, 0.6, 0)
+    x = mp.sample(6, 0.6, rng=0)
     tau, h = 0.4, 1e-5
     tq = np.full(6, 1 - tau)
     dlogq = (mp.log_prob(x, tq - h) - mp.log_prob(x, tq + h)) / (2 * h)
@@ -108,7 +108,7 @@ def test_sigma_known_values() -> None:
 def test_ve_score_and_denoiser_match_the_smoothed_mixture(schedule: Any, sigma: float) -> None:
     # x_σ = z + σ ε has density Σ π_k N(μ_k, Σ_k + σ² I): an independent GaussianMixture.
     smoothed = GaussianMixture(W, MU, FULL + sigma**2 * np.eye(2))
-    x = smoothed.sample(8, 1)
+    x = smoothed.sample(8, rng=1)
     mp = MarginalPath(DATA, schedule)
     want = smoothed.score(x)
     np.testing.assert_allclose(ve_score(mp, x, sigma), want, rtol=1e-9, atol=1e-10)
@@ -145,7 +145,7 @@ def test_flow_matching_sample_names_and_model_wrapper() -> None:
     }
     mp = MarginalPath(DATA, Cosine())
     model = as_flow_matching_model(mp.vector_field)
-    x = mp.sample(4, 0.3, 0)
+    x = mp.sample(4, 0.3, rng=0)
     # The wrapper broadcasts a 0-d t to (n,), so it must match the per-row-t call bit for bit
     # (a shared scalar t takes another, differently rounded route through the engine).
     np.testing.assert_array_equal(
@@ -222,7 +222,7 @@ def test_torchcfm_loss_minimiser_is_the_marginal_field() -> None:
     sigma, n, t0 = 0.3, 400_000, 0.6
     data = GaussianMixture.gaussian(np.array([2.0, -1.0]), np.array([0.5, 1.5]))
     rng = np.random.default_rng(2)
-    x1, x0, eps = data.sample(n, rng), rng.standard_normal((n, 2)), rng.standard_normal((n, 2))
+    x1, x0, eps = data.sample(n, rng=rng), rng.standard_normal((n, 2)), rng.standard_normal((n, 2))
     t = np.full(n, t0)
     xt, ut = cfm_xt(x0, x1, t, eps, sigma), cfm_ut(x0, x1, t)
     design = np.concatenate([np.ones((n, 1)), xt], axis=1)
@@ -512,7 +512,7 @@ def test_ddpm_model_predictions_map_to_the_exact_velocity(prediction_type: str) 
     u = from_ddpm_model(model, DDPM_ALPHAS_CUMPROD, prediction_type=prediction_type)
     i = np.array([0.0, 5.0, 250.0, 600.0, 999.0])
     t = ddpm_time(i)
-    x = mp.sample(5, t, 8)
+    x = mp.sample(5, t, rng=8)
     np.testing.assert_allclose(u(x, t), mp.vector_field(x, t), rtol=1e-8, atol=1e-8)
     # The wrong prediction type gives a wrong field.
     other = "sample" if prediction_type == "epsilon" else "epsilon"
@@ -540,7 +540,7 @@ def test_ddpm_v_prediction_against_diffusers_get_velocity() -> None:
 
     u = from_ddpm_model(v_model, ac, prediction_type="v_prediction")
     t = ddpm_time(np.array([2.0, 300.0, 900.0]))
-    x = mp.sample(3, t, 9)
+    x = mp.sample(3, t, rng=9)
     # diffusers' ᾱ is float32: the velocity agrees to that rounding.
     np.testing.assert_allclose(u(x, t), mp.vector_field(x, t), rtol=1e-5, atol=1e-5)
 
@@ -565,7 +565,7 @@ def test_ddim_converges_to_fmrefs_ode_at_first_order() -> None:
         mp = MarginalPath(DATA, ddpm_schedule(sch.alphas_cumprod))
         sch.set_timesteps(steps)
         t0, t1 = (float(ddpm_time(float(sch.timesteps[k]))) for k in (0, -1))
-        x0 = mp.sample(200, t0, 12)
+        x0 = mp.sample(200, t0, rng=12)
         x = torch.tensor(x0)
         for ts in sch.timesteps:
             eps_hat = mp.noise_posterior_mean(x.numpy(), float(ddpm_time(float(ts))))
@@ -671,7 +671,7 @@ def test_mean_reduction_is_the_libraries_mse() -> None:
     # of (v − (z − ε))², as torch.mean((vt - ut) ** 2) in torchcfm's examples.
     g = np.random.default_rng(3)
     t = g.random(500)
-    z = data3.sample(500, g)
+    z = data3.sample(500, rng=g)
     eps = g.standard_normal(z.shape)
     x = t[:, None] * z + (1 - t[:, None]) * eps
     mse = float(np.mean((field(x, t) - (z - eps)) ** 2))

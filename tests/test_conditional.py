@@ -270,14 +270,14 @@ def test_sample_given_y_draws_the_class_conditional_path() -> None:
     t, n = 0.8, 20_000
     a = ab(Cosine(), t)[0]
     for y in (0, 3):
-        x = mp.sample(n, t, 1, y=y)
+        x = mp.sample(n, t, rng=1, y=y)
         mean = a * data.given(y).mean()
         se = x.std(axis=0, ddof=1) / np.sqrt(n)
         assert np.all(np.abs(x.mean(axis=0) - mean) < 4 * se)
         other = a * data.given((y + 1) % 4).mean()
         assert np.any(np.abs(x.mean(axis=0) - other) > 10 * se)
     labels = np.arange(n) % 4
-    x = mp.sample(n, 1.0, 2, y=labels)
+    x = mp.sample(n, 1.0, rng=2, y=labels)
     # At t = 1 the classes' modes are far apart: the exact classifier recovers each label.
     assert np.mean(mp.classifier_log_prob(x, 1.0, y=labels) > np.log(0.5)) > 0.99
 

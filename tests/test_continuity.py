@@ -58,7 +58,7 @@ def test_identity_residual_vanishes(
     mp = MarginalPath(case.gm, SCHEDULES[name])
     a, b, _, _ = ab(SCHEDULES[name], t)
     g = np.random.default_rng(seed)
-    x = a * case.gm.sample(6, g) + b * g.standard_normal((6, case.d))
+    x = a * case.gm.sample(6, rng=g) + b * g.standard_normal((6, case.d))
     bx = backend.asarray(x)
     res = backend.to_numpy(identity_residual(mp, bx, t))
     parts = {
@@ -82,7 +82,7 @@ def _setup(backend: Any) -> tuple[MarginalPath, Case, Any, float]:
     t = 0.6
     a, b, _, _ = ab(SCHEDULES["cosine"], t)
     g = np.random.default_rng(4)
-    x = a * case.gm.sample(8, g) + b * g.standard_normal((8, 2))
+    x = a * case.gm.sample(8, rng=g) + b * g.standard_normal((8, 2))
     return mp, case, backend.asarray(x), t
 
 
@@ -195,7 +195,7 @@ RESOLVES = 1e-4
 
 
 def _points(mp: MarginalPath, t: float, n: int = 32, seed: int = 0) -> np.ndarray:
-    return np.asarray(mp.sample(n, t, np.random.default_rng(seed)))
+    return np.asarray(mp.sample(n, t, rng=np.random.default_rng(seed)))
 
 
 @pytest.mark.parametrize("name", MOVING)
@@ -339,7 +339,7 @@ def test_check_per_row_times_and_backends(backend: Any) -> None:
     mp = MarginalPath(case.gm, SCHEDULES["vp"])
     ts = np.array([0.0, 1e-7, 0.3, 0.7, 1 - 1e-7, 1.0])
     g = np.random.default_rng(8)
-    x = np.concatenate([mp.sample(1, tv, g) for tv in ts])
+    x = np.concatenate([mp.sample(1, tv, rng=g) for tv in ts])
     c = check(mp, backend.asarray(x), backend.asarray(ts))
     assert isinstance(c, LogFormCheck) and c.ok
     res = backend.to_numpy(c.residual)

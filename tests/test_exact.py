@@ -61,7 +61,7 @@ def test_vp_from_exact_p0_samples():
     """VP starts from p_0 = N(α_0 μ, S_0) ≠ N(0, I): mapping exact p_0 samples gives p_t."""
     mean, cov = CASES["full"]
     mp = _field(mean, cov, VP())
-    x0 = mp.sample(30_000, 0.0, 3)
+    x0 = mp.sample(30_000, 0.0, rng=3)
     xt = gaussian_flow(mean, cov, VP(), x0, 0.6)
     s = VP()(0.6)
     target_cov = float(s.alpha) ** 2 * cov + float(s.beta) ** 2 * np.eye(2)

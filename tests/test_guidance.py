@@ -166,7 +166,7 @@ def test_cfg_at_w1_carries_p_init_to_p_data_given_y() -> None:
     data = eight_gaussians_classes(2)
     mp = MarginalPath(data, Linear())
     y = 1
-    x1 = data.given(y).sample(64, 5)
+    x1 = data.given(y).sample(64, rng=5)
     exact = np.asarray(data.given(y).log_prob(x1))
     lik = log_likelihood(CFG(mp, y, 1.0).vector_field, x1, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(lik.log_prob, exact, rtol=0, atol=1e-5)
@@ -188,7 +188,7 @@ def test_cfg_output_is_not_the_tilted_density_for_w_above_one() -> None:
 def _cfg_samples(w: float, n: int, rng: int) -> tuple[np.ndarray, GaussianMixture]:
     data = eight_gaussians_classes(2)
     cfg = CFG(MarginalPath(data, Linear()), 0, w)
-    res = sample(cfg.vector_field, n, rng, dim=2, method="dop853", rtol=1e-7, atol=1e-7)
+    res = sample(cfg.vector_field, n, rng=rng, dim=2, method="dop853", rtol=1e-7, atol=1e-7)
     return np.asarray(res.x), data.given(0)
 
 
@@ -212,7 +212,7 @@ def test_cfg_sharpens_mode_weights_and_collapses_modes_tangentially() -> None:
     assert tangential.var(ddof=1) < 0.33
     assert radial.mean() > 10 * radial.std(ddof=1) / math.sqrt(n)
     # The same statistics of exact draws of p_data(· | y) show none of it (the tests can fail).
-    ref = cond.sample(n, 4, return_components=True)
+    ref = cond.sample(n, rng=4, return_components=True)
     mu_r = cond.means[ref[1]]
     er = mu_r / np.linalg.norm(mu_r, axis=1, keepdims=True)
     et = np.stack([-er[:, 1], er[:, 0]], axis=1)
@@ -224,12 +224,12 @@ def test_strong_guidance_leaves_the_support() -> None:
     samples fall below the 0.1 % quantile of log p_data(x | y); at w = 1 about 0.1 % do."""
     data = eight_gaussians_classes(4)
     cond = data.given(0)
-    thr = np.quantile(cond.log_prob(cond.sample(50_000, 9)), 0.001)
+    thr = np.quantile(cond.log_prob(cond.sample(50_000, rng=9)), 0.001)
     n = 800
     out = {}
     for w in (1.0, 8.0):
         cfg = CFG(MarginalPath(data, Linear()), 0, w)
-        res = sample(cfg.vector_field, n, 2, dim=2, method="dop853", rtol=1e-7, atol=1e-7)
+        res = sample(cfg.vector_field, n, rng=2, dim=2, method="dop853", rtol=1e-7, atol=1e-7)
         out[w] = float((np.asarray(cond.log_prob(res.x)) < thr).mean())
     # Binomial(800, 0.001) exceeds 6 with probability below 1e-4.
     assert out[1.0] <= 6 / n

@@ -97,7 +97,7 @@ def test_conversions_agree_with_fmref(name: str) -> None:
     sched = flow_matching_schedule(scheduler)
     mp = fmref.MarginalPath(DATA, sched)
     t = 0.45
-    x = mp.sample(16, t, 0)
+    x = mp.sample(16, t, rng=0)
     r = mp.evaluate(x, t, ("posterior_mean", "noise_posterior_mean", "vector_field"))
     tt = torch.full((16, 1), t, dtype=torch.float64)
     X, XH, EH, U = (

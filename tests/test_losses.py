@@ -137,7 +137,7 @@ def test_floor_integrand_matches_textbook_conditioning() -> None:
             mp = MarginalPath(data, schedule)
             g = np.random.default_rng(6)
             t = g.uniform(0.05, 0.95, 40)
-            x = mp.sample(40, t, g)
+            x = mp.sample(40, t, rng=g)
             s = schedule(t)
             c = s.alpha_dot - s.beta_dot * s.alpha / s.beta
             ref = (

@@ -326,7 +326,7 @@ def test_posterior_cov_trace_keeps_accuracy_near_t1_far_from_origin() -> None:
     gm = GaussianMixture([0.5, 0.5], [[100.0, 0.0], [-100.0, 0.0]], [1.0, 1.0])
     mp = MarginalPath(gm, Linear())
     t = 0.999999
-    x = mp.sample(5, t, np.random.default_rng(0))
+    x = mp.sample(5, t, rng=np.random.default_rng(0))
     expected = 2.0 / (1.0 + t * t / (1.0 - t) ** 2)
     np.testing.assert_allclose(mp.posterior_cov_trace(x, t), expected, rtol=1e-6, atol=0.0)
 
@@ -334,7 +334,7 @@ def test_posterior_cov_trace_keeps_accuracy_near_t1_far_from_origin() -> None:
 def test_constant_time_array_equals_scalar_time_and_string_quantity() -> None:
     gm = GaussianMixture([0.3, 0.7], [[1.0, 0.0], [-1.0, 2.0]], [0.5, 1.5])
     mp = MarginalPath(gm, Linear())
-    x = mp.sample(50, 0.4, np.random.default_rng(0))
+    x = mp.sample(50, 0.4, rng=np.random.default_rng(0))
     scalar = mp.evaluate(x, 0.4, QUANTITIES)
     array = mp.evaluate(x, np.full(50, 0.4), QUANTITIES)
     for q in QUANTITIES:

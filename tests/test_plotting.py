@@ -40,7 +40,7 @@ def test_density_norm_is_shared_across_times() -> None:
 
 def test_every_figure_is_written(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    z = MP.data.sample(300, rng)
+    z = MP.data.sample(300, rng=rng)
     out = [
         plotting.plot_conditional_path(MP, z[0], tmp_path / "a.png"),
         plotting.plot_marginal_path(MP, tmp_path / "b.png", times=(0.0, 1.0)),

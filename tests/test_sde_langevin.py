@@ -27,8 +27,8 @@ def _gap(lp: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 @pytest.mark.parametrize(("scale", "keeps"), [(1.0, True), (0.8, False), (1.2, False)])
 def test_langevin_at_fixed_t_keeps_p_t_only_with_the_exact_score(scale: float, keeps: bool) -> None:
     t = 0.7
-    x0 = MP.sample(N, t, 1)
-    ref = np.asarray(MP.log_prob(MP.sample(20_000, t, 2), t))
+    x0 = MP.sample(N, t, rng=1)
+    ref = np.asarray(MP.log_prob(MP.sample(20_000, t, rng=2), t))
     # ε = 0.002 is 1 % of the smallest variance of p_t (0.19), so the O(ε) bias is negligible.
     res = langevin(lambda x, s: scale * MP.score(x, s), x0, t, step=0.002, steps=300, rng=3)
     gap, se = _gap(np.asarray(MP.log_prob(res.x, t)), ref)
@@ -43,7 +43,7 @@ def test_corrector_steps_remove_the_euler_predictor_bias() -> None:
     """20 Euler steps of the exact ODE miss E log p_data by many standard errors; three
     Langevin corrector steps per step bring the samples back within three."""
     x0 = np.random.default_rng(4).standard_normal((N, 2))
-    ref = np.asarray(MP.data.log_prob(MP.data.sample(20_000, 5)))
+    ref = np.asarray(MP.data.log_prob(MP.data.sample(20_000, rng=5)))
     gaps = {}
     for k in (0, 3):
         res = predictor_corrector(
