@@ -2,9 +2,11 @@
 
 Each Σ_k = Q_k diag(λ_k) Q_kᵀ is factored once. For every t the covariance S_k = α² Σ_k + β² I
 has the same eigenvectors with eigenvalues v = α² λ + β², so with y = Q_kᵀ (x − α μ_k) and
-w = y / v (that is, Q_kᵀ S_k⁻¹ r_k) every quantity of DESIGN.md §4 is elementwise in w. The two
-rotations are GEMMs against the concatenated eigenvectors (d × kd); isotropic and diagonal
-mixtures skip them (Q_k = I).
+w = y / v (that is, Q_kᵀ S_k⁻¹ r_k) every quantity of docs/theory.md is elementwise in w. The
+rotation in is one batched GEMM (k products of n × d by d × d, applied to residuals formed
+first); the rotation back is one GEMM against the concatenated eigenvectors (k d × d).
+Isotropic and diagonal mixtures skip the rotations (Q_k = I). docs/numerics.md states for
+which inputs each quantity is accurate, and why each formula below has the form it has.
 
 Per-time coefficients (v, and c = αα̇λ + ββ̇, the eigenvalues of ½Ṡ_k) have a leading axis of
 1 when every row shares one t, so they cost k·d instead of n·k·d.
@@ -12,10 +14,11 @@ Per-time coefficients (v, and c = αα̇λ + ββ̇, the eigenvalues of ½Ṡ_k)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from ._xp import LOG_2PI, Array, Namespace, device, logsumexp
+from ._xp import LOG_2PI, Array, Namespace, device
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,13 @@ class Terms:
         n, k, d = w.shape
         return self.xp.reshape(w, (n, k * d)) @ self.p.qcat_t
 
+    def rotate_in(self, x: Array) -> Array:
+        """Q_kᵀ x for every k, shape (n, k, d) (a broadcast view without rotations)."""
+        if self.p.q is None:
+            return x[:, None, :]
+        n, d = x.shape
+        return self.xp.reshape(x @ self.p.qcat, (n, self.p.lam.shape[0], d))
+
     def rotate_each(self, w: Array) -> Array:
         """Q_k w_k per component, shape (n, k, d)."""
         if self.p.q is None:
@@ -74,59 +84,65 @@ class Terms:
         return (self.a * ad) * self.p.lam[None, ...] + bbd
 
 
-def rotation(p: Params, alpha: Array, beta: Array, xp: Namespace) -> Array | None:
-    """The (d + 1, k d) matrix that maps rows to residuals in one GEMM; None without rotations.
+def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Terms:
+    """Form residuals, rotate them, form v = α²λ + β², log p and responsibilities.
 
-    With one shared t it is [Q; −α μ̃] with columns scaled by v^{-1/2}, so [x, 1] @ it is the
-    whitened residual; with per-row t it is [Q; −μ̃], and [x, α] @ it is the residual. Built once
-    per call (it costs as much as a few rows), not once per chunk.
+    ``alpha`` and ``beta`` have shape (n,) or (1,) (one t shared by every row).
+
+    The residual r_k = x − α μ_k is formed before the rotation, so it is as exact as the
+    subtraction (exact when x is that close to α μ_k): folding −α μ̃_k into the GEMM instead
+    cancels catastrophically once |μ_k| ≫ the spread, with an error ≈ ε·|x|/√v. The rotation
+    is then one batched GEMM, k products of (n × d) by (d × d).
     """
-    if p.qcat is None:
-        return None
-    k, d = p.lam.shape
-    mu_row = -xp.reshape(p.mu_rot, (1, k * d))
-    if alpha.shape[0] != 1:
-        return xp.concat([p.qcat, mu_row], axis=0)
-    v = (alpha[0] * alpha[0]) * p.lam + beta[0] * beta[0]
-    scale = xp.reshape(1 / xp.sqrt(v), (1, k * d))
-    return xp.concat([p.qcat * scale, (alpha[0] * mu_row) * scale], axis=0)
-
-
-def compute(
-    p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace, rhs: Array | None = None
-) -> Terms:
-    """Rotate residuals, form v = α²λ + β², log p and responsibilities by log-sum-exp.
-
-    ``alpha`` and ``beta`` have shape (n,) or (1,) (one t shared by every row); ``rhs`` is
-    :func:`rotation` for the whole call (computed here when not given).
-    """
-    n, d = x.shape
-    k = p.lam.shape[0]
+    d = x.shape[1]
     a = xp.reshape(alpha, (-1, 1, 1))
     b = xp.reshape(beta, (-1, 1, 1))
     v = (a * a) * p.lam[None, ...] + b * b
     inv_sqrt_v = 1 / xp.sqrt(v)
-    shared = alpha.shape[0] == 1
-    if p.qcat is not None:
-        if rhs is None:
-            rhs = rotation(p, alpha, beta, xp)
-        last = xp.ones((n, 1), dtype=x.dtype, device=device(x)) if shared else alpha[:, None]
-        y = xp.reshape(xp.concat([x, last], axis=1) @ rhs, (n, k, d))
-        if not shared:
-            y *= inv_sqrt_v
-    else:
+    if p.q is None:
         y = x[:, None, :] - a * p.means[None, ...]
-        y *= inv_sqrt_v
+    else:
+        r = x[None, ...] - xp.reshape(alpha, (1, -1, 1)) * p.means[:, None, :]  # (k, n, d)
+        y = xp.permute_dims(r @ p.q, (1, 0, 2))
+        del r
+    y *= inv_sqrt_v
     # y is now the whitened residual S_k^{-1/2} r_k in the eigenbasis: its squared norm is the
     # quadratic form, and one more in-place scaling gives w without a new (n, k, d) array.
     quad = xp.vecdot(y, y, axis=-1)
-    y *= inv_sqrt_v
-    w = y
     log_det = xp.sum(xp.log(v), axis=2)
     joint = p.log_weights[None, :] - 0.5 * (quad + log_det + d * LOG_2PI)
-    log_prob = logsumexp(joint, axis=1, xp=xp)
-    gamma = xp.exp(joint - log_prob[:, None])
-    return Terms(xp, p, a, b, w, v, log_prob, gamma)
+    y *= inv_sqrt_v
+    log_prob, gamma, ok = _normalise(joint, xp)
+    if not bool(xp.all(ok)):
+        gamma = xp.where(ok, gamma, _overflow_limit(y * xp.sqrt(v), p.log_weights, xp))
+    return Terms(xp, p, a, b, y, v, log_prob, gamma)
+
+
+def _normalise(joint: Array, xp: Namespace) -> tuple[Array, Array, Array]:
+    """Return log p = log Σ_k exp(joint_k), γ_k renormalised to sum to one, and finite rows.
+
+    exp(joint − lse) alone loses its normalisation once |log p| ≫ 1/ε (lse is rounded to a
+    spacing of ε·|log p|, and every γ_k inherits that error as a common factor); dividing by
+    the sum restores Σγ = 1 up to rounding.
+    """
+    m = xp.max(joint, axis=1, keepdims=True)
+    ok = xp.isfinite(m)
+    e = xp.exp(joint - xp.where(ok, m, xp.zeros_like(m)))
+    total = xp.sum(e, axis=1, keepdims=True)
+    return xp.squeeze(xp.log(total) + m, axis=1), e / total, ok
+
+
+def _overflow_limit(y: Array, log_weights: Array, xp: Namespace) -> Array:
+    """γ where every quadratic form overflowed (|y| > 1e154): its limit as the scale grows.
+
+    The mass goes to the smallest quadratic form (split evenly between ties), compared after
+    dividing the whitened residuals ``y`` (n, k, d) of each row by their largest entry.
+    """
+    scale = xp.max(xp.max(xp.abs(y), axis=2), axis=1)[:, None, None]
+    ys = y / xp.where(scale > 0, scale, xp.ones_like(scale))
+    qs = xp.where(log_weights[None, :] > -math.inf, xp.vecdot(ys, ys, axis=-1), math.inf)
+    top = xp.astype(qs == xp.min(qs, axis=1, keepdims=True), y.dtype)
+    return top / xp.sum(top, axis=1, keepdims=True)
 
 
 def score(tm: Terms) -> Array:
@@ -141,16 +157,26 @@ def vector_field(tm: Terms, ad: Array, bbd: Array) -> Array:
 
 
 def divergence(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
-    """div u = Σ_k γ_k [tr A_k + s_k·u_k] − s·u, with s_k·u_k = −w·(α̇ μ̃_k + c w)."""
+    """div u = Σ_k γ_k [tr A_k + (s_k − s)·(u_k − u)], in each component's eigenbasis.
+
+    Equal to Σ_k γ_k [tr A_k + s_k·u_k] − s·u when Σγ = 1, but centred: that form subtracts
+    terms of size |r|²/v to leave one of size tr A_k, and loses all digits a few thousand
+    standard deviations from the modes (or near t = 1 for Dirac data, where v = β² → 0).
+    Q_kᵀ(s_k − s) = −w_k − Q_kᵀ s and Q_kᵀ(u_k − u) = α̇ μ̃_k + c w_k − Q_kᵀ u, the rotations of
+    s and u being one GEMM.
+    """
     xp = tm.xp
     c = tm.half_sdot(ad, bbd)
-    uk = ad * tm.p.mu_rot[None, ...] + c * tm.w
-    per_k = xp.sum(c / tm.v, axis=2) - xp.vecdot(tm.w, uk, axis=-1)
-    return xp.sum(tm.gamma * per_k, axis=1) - xp.vecdot(s, u, axis=-1)
+    su = tm.rotate_in(xp.concat([s, u], axis=0))
+    n = s.shape[0]
+    ds = -tm.w - su[:n, ...]
+    du = ad * tm.p.mu_rot[None, ...] + c * tm.w - su[n:, ...]
+    per_k = xp.sum(c / tm.v, axis=2) + xp.vecdot(ds, du, axis=-1)
+    return xp.sum(tm.gamma * per_k, axis=1)
 
 
 def jacobian(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
-    """∇u = Σ_k γ_k [A_k + u_k s_kᵀ] − u sᵀ, shape (n, d, d)."""
+    """∇u = Σ_k γ_k [A_k + (u_k − u)(s_k − s)ᵀ], shape (n, d, d); centred as in divergence."""
     xp = tm.xp
     d = tm.w.shape[2]
     c = tm.half_sdot(ad, bbd)
@@ -161,10 +187,9 @@ def jacobian(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
     else:
         q = tm.p.q[None, ...]  # (1, k, d, d)
         a_sum = xp.sum((q * gw[:, :, None, :]) @ xp.matrix_transpose(q), axis=1)
-    uk = ad * tm.p.means[None, ...] + tm.rotate_each(c * tm.w)
-    sk = tm.rotate_each(-tm.w)
-    outer = xp.matrix_transpose(tm.g3 * uk) @ sk
-    return a_sum + outer - u[:, :, None] * s[:, None, :]
+    uk = ad * tm.p.means[None, ...] + tm.rotate_each(c * tm.w) - u[:, None, :]
+    sk = tm.rotate_each(-tm.w) - s[:, None, :]
+    return a_sum + xp.matrix_transpose(tm.g3 * uk) @ sk
 
 
 def dlog_prob_dt(tm: Terms, ad: Array, bbd: Array) -> Array:
