@@ -18,6 +18,9 @@ CovKind = Literal["isotropic", "diagonal", "full", "dirac"]
 #: Diagonal mixtures of at most this dimension rotate through GEMMs with Q_k = I.
 _GEMM_SUM_MAX_D = 8
 
+#: Largest covariance entry accepted: squares and products with α̇ stay far from overflow.
+COV_MAX = 1e150
+
 #: |Σ π_k − 1| allowed before the weights are refused; accepted weights are renormalised.
 WEIGHT_ATOL = 1e-6
 
@@ -74,6 +77,11 @@ class GaussianMixture:
             raise ValueError(f"weights must sum to 1 (within {WEIGHT_ATOL}), got {w.sum()!r}")
         self._weights = w / w.sum()
         self._means = mu
+        if np.max(np.abs(c), initial=0.0) > COV_MAX:
+            raise ValueError(
+                f"covs must have entries of magnitude at most {COV_MAX:g} (beyond it α²Σ_k, "
+                "αα̇Σ_k and the eigendecomposition overflow float64)"
+            )
         if c.shape == (k,):
             if np.any(c < 0):
                 raise ValueError("covs (isotropic variances) must be nonnegative")
@@ -86,7 +94,7 @@ class GaussianMixture:
             scale = max(np.abs(c).max(), 1e-300)
             if not np.allclose(c, np.swapaxes(c, 1, 2), rtol=1e-8, atol=1e-8 * scale):
                 raise ValueError("covs must be symmetric (k, d, d) matrices")
-            c = 0.5 * (c + np.swapaxes(c, 1, 2))
+            c = 0.5 * c + 0.5 * np.swapaxes(c, 1, 2)
             lam, q = np.linalg.eigh(c)
             if np.any(lam < -1e-10 * scale):
                 raise ValueError("covs must be positive semidefinite")
@@ -185,6 +193,12 @@ class GaussianMixture:
             qcat = np.tile(np.eye(d), (1, k))
         else:
             qcat = None
+        big = max(np.abs(self._means).max(), self._lam.max())
+        if big > float(xp.finfo(dtype).max) / 4:
+            raise ValueError(
+                f"x has dtype {dtype}, too narrow for this mixture (means or variances up to "
+                f"{big:g}): pass float64 points"
+            )
         conv = lambda a: None if a is None else from_numpy(a, xp, dev, dtype)  # noqa: E731
         p = _gmm.Params(
             log_weights=conv(logw),
