@@ -28,6 +28,8 @@ class Params:
     log_weights: Array  # (k,)
     means: Array  # (k, d)
     mu_rot: Array  # (k, d): Q_kᵀ μ_k
+    mu_hi: Array  # (k, d): μ split as mu_hi + mu_lo into half-width parts (see split)
+    mu_lo: Array  # (k, d)
     lam: Array  # (k, d): eigenvalues of Σ_k
     q: Array | None  # (k, d, d) eigenvectors (columns), None when Σ_k is diagonal
     qcat: Array | None  # (d, k d): [Q_1 … Q_K]
@@ -100,9 +102,15 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
     v = (a * a) * p.lam[None, ...] + b * b
     inv_sqrt_v = 1 / xp.sqrt(v)
     if p.q is None:
-        y = x[:, None, :] - a * p.means[None, ...]
+        am, am_err = _times_means(a, p.means[None, ...], p.mu_hi[None, ...], p.mu_lo[None, ...], xp)
+        y = x[:, None, :] - am
+        y -= am_err
     else:
-        r = x[None, ...] - xp.reshape(alpha, (1, -1, 1)) * p.means[:, None, :]  # (k, n, d)
+        ak = xp.reshape(alpha, (1, -1, 1))
+        mu = (p.means[:, None, :], p.mu_hi[:, None, :], p.mu_lo[:, None, :])
+        am, am_err = _times_means(ak, *mu, xp)
+        r = x[None, ...] - am  # (k, n, d)
+        r -= am_err
         y = xp.permute_dims(r @ p.q, (1, 0, 2))
         del r
     y *= inv_sqrt_v
@@ -116,6 +124,34 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
     if not bool(xp.all(ok)):
         gamma = xp.where(ok, gamma, _overflow_limit(y * xp.sqrt(v), p.log_weights, xp))
     return Terms(xp, p, a, b, y, v, log_prob, gamma)
+
+
+def split(a: Array, xp: Namespace) -> tuple[Array, Array]:
+    """Split a = hi + lo exactly, hi carrying the upper half of the significand (Veltkamp).
+
+    Products of halves are exact, so α μ = fl(α μ) + err with err computed exactly (Dekker's
+    two-product, no FMA needed). Entries too large to split (|a| > max/2²⁷) stay whole.
+    """
+    bits = 53 if a.dtype == xp.float64 else 24
+    c = (2.0 ** ((bits + 1) // 2) + 1) * a
+    hi = c - (c - a)
+    ok = xp.isfinite(hi)
+    hi = xp.where(ok, hi, a)
+    return hi, xp.where(ok, a - hi, xp.zeros_like(a))
+
+
+def _times_means(
+    a: Array, mu: Array, mu_hi: Array, mu_lo: Array, xp: Namespace
+) -> tuple[Array, Array]:
+    """fl(α μ_k) and its rounding error, exactly: x − α μ_k is then exact to one rounding.
+
+    Without the error term the residual of a point at α μ_k carries an absolute error
+    ε·|α μ_k|, which near t = 1 (v = β² → 0 for Dirac data) or for |μ| ≫ √v swamps it.
+    """
+    a_hi, a_lo = split(a, xp)
+    am = a * mu
+    err = ((a_hi * mu_hi - am) + a_hi * mu_lo + a_lo * mu_hi) + a_lo * mu_lo
+    return am, err
 
 
 def _normalise(joint: Array, xp: Namespace) -> tuple[Array, Array, Array]:

@@ -220,9 +220,14 @@ class GaussianMixture:
                 f"{big:g}): pass float64 points"
             )
         conv = lambda a: None if a is None else from_numpy(a, xp, dev, dtype)  # noqa: E731
+        means = conv(self._means)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mu_hi, mu_lo = _gmm.split(means, xp)
         p = _gmm.Params(
             log_weights=conv(logw),
-            means=conv(self._means),
+            means=means,
+            mu_hi=mu_hi,
+            mu_lo=mu_lo,
             mu_rot=conv(mu_rot),
             lam=conv(self._lam),
             q=conv(self._q),
