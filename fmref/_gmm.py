@@ -164,7 +164,7 @@ def _normalise(joint: Array, xp: Namespace) -> tuple[Array, Array, Array]:
     m = xp.max(joint, axis=1, keepdims=True)
     ok = xp.isfinite(m)
     e = xp.exp(joint - xp.where(ok, m, xp.zeros_like(m)))
-    total = xp.sum(e, axis=1, keepdims=True)
+    total = xp.where(ok, xp.sum(e, axis=1, keepdims=True), xp.ones_like(m))
     return xp.squeeze(xp.log(total) + m, axis=1), e / total, ok
 
 
