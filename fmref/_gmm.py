@@ -102,15 +102,12 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
     v = (a * a) * p.lam[None, ...] + b * b
     inv_sqrt_v = 1 / xp.sqrt(v)
     if p.q is None:
-        am, am_err = _times_means(a, p.means[None, ...], p.mu_hi[None, ...], p.mu_lo[None, ...], xp)
-        y = x[:, None, :] - am
-        y -= am_err
+        y = _residual(
+            x[:, None, :], a, p.means[None, ...], p.mu_hi[None, ...], p.mu_lo[None, ...], xp
+        )
     else:
-        ak = xp.reshape(alpha, (1, -1, 1))
         mu = (p.means[:, None, :], p.mu_hi[:, None, :], p.mu_lo[:, None, :])
-        am, am_err = _times_means(ak, *mu, xp)
-        r = x[None, ...] - am  # (k, n, d)
-        r -= am_err
+        r = _residual(x[None, ...], xp.reshape(alpha, (1, -1, 1)), *mu, xp)  # (k, n, d)
         y = xp.permute_dims(r @ p.q, (1, 0, 2))
         del r
     y *= inv_sqrt_v
@@ -129,8 +126,8 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
 def split(a: Array, xp: Namespace) -> tuple[Array, Array]:
     """Split a = hi + lo exactly, hi carrying the upper half of the significand (Veltkamp).
 
-    Products of halves are exact, so α μ = fl(α μ) + err with err computed exactly (Dekker's
-    two-product, no FMA needed). Entries too large to split (|a| > max/2²⁷) stay whole.
+    A product of two halves is exact (Dekker's splitting, no FMA needed). Entries too large to
+    split (|a| > max/2²⁷) stay whole.
     """
     bits = 53 if a.dtype == xp.float64 else 24
     c = (2.0 ** ((bits + 1) // 2) + 1) * a
@@ -140,18 +137,18 @@ def split(a: Array, xp: Namespace) -> tuple[Array, Array]:
     return hi, xp.where(ok, a - hi, xp.zeros_like(a))
 
 
-def _times_means(
-    a: Array, mu: Array, mu_hi: Array, mu_lo: Array, xp: Namespace
-) -> tuple[Array, Array]:
-    """fl(α μ_k) and its rounding error, exactly: x − α μ_k is then exact to one rounding.
+def _residual(x: Array, a: Array, mu: Array, mu_hi: Array, mu_lo: Array, xp: Namespace) -> Array:
+    """x − α μ, broadcast, exact to one rounding of the result wherever x is near α μ.
 
-    Without the error term the residual of a point at α μ_k carries an absolute error
-    ε·|α μ_k|, which near t = 1 (v = β² → 0 for Dirac data) or for |μ| ≫ √v swamps it.
+    With α = α_hi + α_lo split like μ, α_hi μ_hi is exact (two half-width factors), so
+    x − α_hi μ_hi is exact near α μ (Sterbenz), and the rest, α_hi μ_lo + α_lo μ, is 2⁻²⁶ of
+    α μ (2⁻¹² in float32), rounded far below the residual. Plain x − fl(α μ) carries an error
+    ε·|α μ|, which swamps the residual where |μ| ≫ √v, e.g. for Dirac data near t = 1.
     """
     a_hi, a_lo = split(a, xp)
-    am = a * mu
-    err = ((a_hi * mu_hi - am) + a_hi * mu_lo + a_lo * mu_hi) + a_lo * mu_lo
-    return am, err
+    r = x - a_hi * mu_hi
+    r -= a_hi * mu_lo + a_lo * mu
+    return r
 
 
 def _normalise(joint: Array, xp: Namespace) -> tuple[Array, Array, Array]:
