@@ -173,7 +173,7 @@ def _rotate_exact(p: Params, x: Array, alpha: Array, inv_sqrt_v: Array, xp: Name
     r = _residual(x[None, ...], xp.reshape(alpha, (1, -1, 1)), *mu, xp)  # (k, n, d)
     shared = alpha.shape[0] == 1
     # One t: whiten inside the GEMM, Q_k diag(v_k^{-1/2}), a k·d² rescaling per call.
-    q = p.q * inv_sqrt_v[0][:, None, :] if shared else p.q
+    q = p.q * inv_sqrt_v[0, ...][:, None, :] if shared else p.q
     y = xp.permute_dims(r @ q, (1, 0, 2))
     del r
     # reshape copies the permuted product into row-major (n, k, d) once, so every later pass
