@@ -3,10 +3,11 @@
 Each Σ_k = Q_k diag(λ_k) Q_kᵀ is factored once. For every t the covariance S_k = α² Σ_k + β² I
 has the same eigenvectors with eigenvalues v = α² λ + β², so with y = Q_kᵀ (x − α μ_k) and
 w = y / v (that is, Q_kᵀ S_k⁻¹ r_k) every quantity of docs/theory.md is elementwise in w. The
-rotation in is one batched GEMM (k products of n × d by d × d, applied to residuals formed
-first); the rotation back is one GEMM against the concatenated eigenvectors (k d × d).
-Isotropic and diagonal mixtures skip the rotations (Q_k = I). docs/numerics.md states for
-which inputs each quantity is accurate, and why each formula below has the form it has.
+rotation in is one GEMM with the shift folded in where that is provably accurate, else one
+batched GEMM of residuals formed first (:func:`compute`); the rotation back is one GEMM
+against the concatenated eigenvectors (k d × d). Isotropic and diagonal mixtures skip the
+rotations (Q_k = I). docs/numerics.md states for which inputs each quantity is accurate, and
+why each formula below has the form it has.
 
 Per-time coefficients (v, and c = αα̇λ + ββ̇, the eigenvalues of ½Ṡ_k) have a leading axis of
 1 when every row shares one t, so they cost k·d instead of n·k·d.
