@@ -2,9 +2,12 @@
 
 Each Σ_k = Q_k diag(λ_k) Q_kᵀ is factored once. For every t the covariance S_k = α² Σ_k + β² I
 has the same eigenvectors with eigenvalues v = α² λ + β², so with y = Q_kᵀ (x − α μ_k) and
-w = y / v (that is, Q_kᵀ S_k⁻¹ r_k) every quantity of docs/theory.md §3–8 is elementwise in w. The
-two rotations are GEMMs against the concatenated eigenvectors (d × kd); isotropic and diagonal
-mixtures skip them (Q_k = I).
+w = y / v (that is, Q_kᵀ S_k⁻¹ r_k) every quantity of docs/theory.md is elementwise in w. The
+rotation in is one GEMM with the shift folded in where that is provably accurate, else one
+batched GEMM of residuals formed first (:func:`compute`); the rotation back is one GEMM
+against the concatenated eigenvectors (k d × d). Isotropic and diagonal mixtures skip the
+rotations (Q_k = I). docs/numerics.md states for which inputs each quantity is accurate, and
+why each formula below has the form it has.
 
 Per-time coefficients (v, and c = αα̇λ + ββ̇, the eigenvalues of ½Ṡ_k) have a leading axis of
 1 when every row shares one t, so they cost k·d instead of n·k·d.
@@ -16,7 +19,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from ._xp import LOG_2PI, Array, Namespace, device, logsumexp
+from ._xp import LOG_2PI, Array, Namespace, device
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class Params:
     log_weights: Array  # (k,)
     means: Array  # (k, d)
     mu_rot: Array  # (k, d): Q_kᵀ μ_k
+    mu_hi: Array  # (k, d): μ split as mu_hi + mu_lo into half-width parts (see split)
+    mu_lo: Array  # (k, d)
     lam: Array  # (k, d): eigenvalues of Σ_k
     q: Array | None  # (k, d, d) eigenvectors (columns), None when Σ_k is diagonal
     qcat: Array | None  # (d, k d): [Q_1 … Q_K]
@@ -61,6 +66,13 @@ class Terms:
         n, k, d = w.shape
         return self.xp.reshape(w, (n, k * d)) @ self.p.qcat_t
 
+    def rotate_in(self, x: Array) -> Array:
+        """Q_kᵀ x for every k, shape (n, k, d) (a broadcast view without rotations)."""
+        if self.p.q is None:
+            return x[:, None, :]
+        n, d = x.shape
+        return self.xp.reshape(x @ self.p.qcat, (n, self.p.lam.shape[0], d))
+
     def rotate_each(self, w: Array) -> Array:
         """Q_k w_k per component, shape (n, k, d)."""
         if self.p.q is None:
@@ -75,59 +87,159 @@ class Terms:
         return (self.a * ad) * self.p.lam[None, ...] + bbd
 
 
-def rotation(p: Params, alpha: Array, beta: Array, xp: Namespace) -> Array | None:
-    """The (d + 1, k d) matrix that maps rows to residuals in one GEMM; None without rotations.
+def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Terms:
+    """Form whitened residuals in each eigenbasis, v = α²λ + β², log p and responsibilities.
 
-    With one shared t it is [Q; −α μ̃] with columns scaled by v^{-1/2}, so [x, 1] @ it is the
-    whitened residual; with per-row t it is [Q; −μ̃], and [x, α] @ it is the residual. Built once
-    per call (it costs as much as a few rows), not once per chunk.
+    ``alpha`` and ``beta`` have shape (n,) or (1,) (one t shared by every row).
+
+    Full covariances first take the fast route, one GEMM [x, 1] @ [Q; −α μ̃] (the shift folded
+    into the rotation), whose rounding error is at most ≈ (d + 2)·ε·(|x| + α|μ_k|)/√v. Where
+    that bound is not far below the whitened residual itself (|μ_k| ≫ the spread, or x at a
+    mode), the chunk is recomputed by the exact route: residuals x − α μ_k formed first, exact
+    to one rounding (:func:`_residual`), then rotated by one batched GEMM, k products of
+    (n × d) by (d × d). Isotropic and diagonal mixtures always take the exact route (no GEMM).
     """
-    if p.qcat is None:
-        return None
-    k, d = p.lam.shape
-    mu_row = -xp.reshape(p.mu_rot, (1, k * d))
-    if alpha.shape[0] != 1:
-        return xp.concat([p.qcat, mu_row], axis=0)
-    v = (alpha[0] * alpha[0]) * p.lam + beta[0] * beta[0]
-    scale = xp.reshape(1 / xp.sqrt(v), (1, k * d))
-    return xp.concat([p.qcat * scale, (alpha[0] * mu_row) * scale], axis=0)
-
-
-def compute(
-    p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace, rhs: Array | None = None
-) -> Terms:
-    """Rotate residuals, form v = α²λ + β², log p and responsibilities by log-sum-exp.
-
-    ``alpha`` and ``beta`` have shape (n,) or (1,) (one t shared by every row); ``rhs`` is
-    :func:`rotation` for the whole call (computed here when not given).
-    """
-    n, d = x.shape
-    k = p.lam.shape[0]
+    d = x.shape[1]
     a = xp.reshape(alpha, (-1, 1, 1))
     b = xp.reshape(beta, (-1, 1, 1))
     v = (a * a) * p.lam[None, ...] + b * b
     inv_sqrt_v = 1 / xp.sqrt(v)
-    shared = alpha.shape[0] == 1
-    if p.qcat is not None:
-        if rhs is None:
-            rhs = rotation(p, alpha, beta, xp)
-        last = xp.ones((n, 1), dtype=x.dtype, device=device(x)) if shared else alpha[:, None]
-        y = xp.reshape(xp.concat([x, last], axis=1) @ rhs, (n, k, d))
-        if not shared:
-            y *= inv_sqrt_v
+    y = None
+    if p.q is not None:
+        y = _rotate_fast(p, x, alpha, inv_sqrt_v, xp)
+        quad = xp.vecdot(y, y, axis=-1)
+        if not _fast_is_exact(p, x, alpha, v, quad, xp):
+            del y, quad
+            y = _rotate_exact(p, x, alpha, inv_sqrt_v, xp)
+            quad = xp.vecdot(y, y, axis=-1)
     else:
-        y = x[:, None, :] - a * p.means[None, ...]
+        y = _residual(
+            x[:, None, :], a, p.means[None, ...], p.mu_hi[None, ...], p.mu_lo[None, ...], xp
+        )
         y *= inv_sqrt_v
-    # y is now the whitened residual S_k^{-1/2} r_k in the eigenbasis: its squared norm is the
+        quad = xp.vecdot(y, y, axis=-1)
+    # y is the whitened residual S_k^{-1/2} r_k in the eigenbasis: its squared norm is the
     # quadratic form, and one more in-place scaling gives w without a new (n, k, d) array.
-    quad = xp.vecdot(y, y, axis=-1)
-    y *= inv_sqrt_v
-    w = y
     log_det = xp.sum(xp.log(v), axis=2)
     joint = p.log_weights[None, :] - 0.5 * (quad + log_det + d * LOG_2PI)
-    log_prob = logsumexp(joint, axis=1, xp=xp)
-    gamma = xp.exp(joint - log_prob[:, None])
-    return Terms(xp, p, a, b, w, v, log_prob, gamma)
+    y *= inv_sqrt_v
+    log_prob, gamma, ok = _normalise(joint, xp)
+    if not bool(xp.all(ok)):
+        gamma = xp.where(ok, gamma, _overflow_limit(y * xp.sqrt(v), p.log_weights, xp))
+    return Terms(xp, p, a, b, y, v, log_prob, gamma)
+
+
+def _rotate_fast(p: Params, x: Array, alpha: Array, inv_sqrt_v: Array, xp: Namespace) -> Array:
+    """Whitened residuals by one GEMM with the shift folded in: [x, 1] @ [Q s; −α μ̃ s].
+
+    With one shared t the columns are scaled by s = v^{-1/2} inside the GEMM; with per-row t
+    the GEMM is [x, α] @ [Q; −μ̃] and the scaling follows.
+    """
+    n, d = x.shape
+    k = p.lam.shape[0]
+    mu_row = -xp.reshape(p.mu_rot, (1, k * d))
+    if alpha.shape[0] == 1:
+        scale = xp.reshape(inv_sqrt_v, (1, k * d))
+        rhs = xp.concat([p.qcat * scale, (alpha[0] * mu_row) * scale], axis=0)
+        last = xp.ones((n, 1), dtype=x.dtype, device=device(x))
+        return xp.reshape(xp.concat([x, last], axis=1) @ rhs, (n, k, d))
+    rhs = xp.concat([p.qcat, mu_row], axis=0)
+    y = xp.reshape(xp.concat([x, alpha[:, None]], axis=1) @ rhs, (n, k, d))
+    y *= inv_sqrt_v
+    return y
+
+
+def _fast_is_exact(p: Params, x: Array, alpha: Array, v: Array, quad: Array, xp: Namespace) -> bool:
+    """Whether the fast route's error bound is below 0.01·√ε of every whitened residual.
+
+    Each entry of x Q_k − α μ̃_k is a sum of d + 1 terms bounded by |x| and α|μ_k|, so its
+    rounding error is ≤ (d + 1)·ε·(|x| + α|μ_k|); whitened, the error norm is at most that
+    times ‖v_k^{-1/2}‖. 0.01·√ε (1.5e-10 in float64, 3.5e-6 in float32) leaves the
+    documented tolerances three orders of magnitude.
+    """
+    d = x.shape[1]
+    eps = float(xp.finfo(x.dtype).eps)
+    x_norm = xp.sqrt(xp.vecdot(x, x, axis=-1))[:, None]
+    mu_norm = xp.sqrt(xp.vecdot(p.means, p.means, axis=-1))[None, :]
+    s_norm = xp.sqrt(xp.sum(1 / v, axis=2))  # (m, k)
+    bound = (d + 2) * eps * (x_norm + xp.reshape(alpha, (-1, 1)) * mu_norm) * s_norm
+    return bool(xp.all(bound <= 0.01 * math.sqrt(eps) * xp.sqrt(quad)))
+
+
+def _rotate_exact(p: Params, x: Array, alpha: Array, inv_sqrt_v: Array, xp: Namespace) -> Array:
+    """Whitened residuals from residuals formed first, then one batched GEMM (k × n × d × d)."""
+    n, d = x.shape
+    k = p.lam.shape[0]
+    mu = (p.means[:, None, :], p.mu_hi[:, None, :], p.mu_lo[:, None, :])
+    r = _residual(x[None, ...], xp.reshape(alpha, (1, -1, 1)), *mu, xp)  # (k, n, d)
+    shared = alpha.shape[0] == 1
+    # One t: whiten inside the GEMM, Q_k diag(v_k^{-1/2}), a k·d² rescaling per call.
+    q = p.q * inv_sqrt_v[0, ...][:, None, :] if shared else p.q
+    y = xp.permute_dims(r @ q, (1, 0, 2))
+    del r
+    # reshape copies the permuted product into row-major (n, k, d) once, so every later pass
+    # and the rotation back read contiguous memory
+    y = xp.reshape(xp.reshape(y, (n, k * d)), (n, k, d))
+    if not shared:
+        y *= inv_sqrt_v
+    return y
+
+
+def split(a: Array, xp: Namespace) -> tuple[Array, Array]:
+    """Split a = hi + lo exactly, hi carrying the upper half of the significand (Veltkamp).
+
+    A product of two halves is exact (Dekker's splitting, no FMA needed). Entries too large to
+    split (|a| > max/2²⁷) stay whole.
+    """
+    bits = 53 if a.dtype == xp.float64 else 24
+    c = (2.0 ** ((bits + 1) // 2) + 1) * a
+    hi = c - (c - a)
+    ok = xp.isfinite(hi)
+    hi = xp.where(ok, hi, a)
+    return hi, xp.where(ok, a - hi, xp.zeros_like(a))
+
+
+def _residual(x: Array, a: Array, mu: Array, mu_hi: Array, mu_lo: Array, xp: Namespace) -> Array:
+    """x − α μ, broadcast, exact to one rounding of the result wherever x is near α μ.
+
+    With α = α_hi + α_lo split like μ, α_hi μ_hi is exact (two half-width factors), so
+    x − α_hi μ_hi is exact near α μ (Sterbenz), and the rest, α_hi μ_lo + α_lo μ, is 2⁻²⁶ of
+    α μ (2⁻¹² in float32), rounded far below the residual. Plain x − fl(α μ) carries an error
+    ε·|α μ|, which swamps the residual where |μ| ≫ √v, e.g. for Dirac data near t = 1.
+    """
+    a_hi, a_lo = split(a, xp)
+    r = x - a_hi * mu_hi
+    r -= a_hi * mu_lo + a_lo * mu
+    return r
+
+
+def _normalise(joint: Array, xp: Namespace) -> tuple[Array, Array, Array]:
+    """Return log p = log Σ_k exp(joint_k), γ_k renormalised to sum to one, and finite rows.
+
+    exp(joint − lse) alone loses its normalisation once |log p| ≫ 1/ε (lse is rounded to a
+    spacing of ε·|log p|, and every γ_k inherits that error as a common factor); dividing by
+    the sum restores Σγ = 1 up to rounding.
+    """
+    m = xp.max(joint, axis=1, keepdims=True)
+    ok = xp.isfinite(m)
+    e = xp.exp(joint - xp.where(ok, m, xp.zeros_like(m)))
+    total = xp.where(ok, xp.sum(e, axis=1, keepdims=True), xp.ones_like(m))
+    return xp.squeeze(xp.log(total) + m, axis=1), e / total, ok
+
+
+def _overflow_limit(y: Array, log_weights: Array, xp: Namespace) -> Array:
+    """γ where every quadratic form overflowed (|y| > 1e154): its limit as the scale grows.
+
+    The mass goes to the smallest quadratic form (split evenly between ties), compared after
+    dividing the whitened residuals ``y`` (n, k, d) of each row by their largest entry, among
+    the components whose ``log_weights`` ((k,), or (n, k) for a class per row) are finite.
+    """
+    scale = xp.max(xp.max(xp.abs(y), axis=2), axis=1)[:, None, None]
+    ys = y / xp.where(scale > 0, scale, xp.ones_like(scale))
+    lw = log_weights if log_weights.ndim == 2 else log_weights[None, :]  # (k,) or per row
+    qs = xp.where(lw > -math.inf, xp.vecdot(ys, ys, axis=-1), math.inf)
+    top = xp.astype(qs == xp.min(qs, axis=1, keepdims=True), y.dtype)
+    return top / xp.sum(top, axis=1, keepdims=True)
 
 
 def score(tm: Terms) -> Array:
@@ -142,16 +254,42 @@ def vector_field(tm: Terms, ad: Array, bbd: Array) -> Array:
 
 
 def divergence(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
-    """div u = Σ_k γ_k [tr A_k + s_k·u_k] − s·u, with s_k·u_k = −w·(α̇ μ̃_k + c w)."""
+    """div u = Σ_k γ_k [tr A_k + (s_k − s)·(u_k − u)], in each component's eigenbasis.
+
+    Equal to Σ_k γ_k [tr A_k + s_k·u_k] − s·u when Σγ = 1, but centred: that form subtracts
+    terms of size |r|²/v to leave one of size tr A_k, and loses all digits a few thousand
+    standard deviations from the modes (or near t = 1 for Dirac data, where v = β² → 0). The
+    plain form needs no extra rotation, so it is used where its rounding error, bounded by
+    (d + 2)·ε·(Σ_k γ_k |w_k||Q_kᵀu_k| + |s||u|), is below 0.01·√ε of Σ_k γ_k |tr A_k|;
+    otherwise Q_kᵀ(s_k − s) = −w_k − Q_kᵀ s and Q_kᵀ(u_k − u) = α̇ μ̃_k + c w_k − Q_kᵀ u, the
+    rotations of s and u being one GEMM.
+    """
     xp = tm.xp
+    d = tm.w.shape[2]
     c = tm.half_sdot(ad, bbd)
+    tr_a = xp.sum(c / tm.v, axis=2)
     uk = ad * tm.p.mu_rot[None, ...] + c * tm.w
-    per_k = xp.sum(c / tm.v, axis=2) - xp.vecdot(tm.w, uk, axis=-1)
-    return xp.sum(tm.gamma * per_k, axis=1) - xp.vecdot(s, u, axis=-1)
+    plain = xp.sum(tm.gamma * (tr_a - xp.vecdot(tm.w, uk, axis=-1)), axis=1) - xp.vecdot(
+        s, u, axis=-1
+    )
+    eps = float(xp.finfo(u.dtype).eps)
+    norms = xp.sqrt(xp.vecdot(tm.w, tm.w, axis=-1) * xp.vecdot(uk, uk, axis=-1))
+    size = xp.sum(tm.gamma * norms, axis=1) + xp.sqrt(
+        xp.vecdot(s, s, axis=-1) * xp.vecdot(u, u, axis=-1)
+    )
+    floor = xp.sum(tm.gamma * xp.abs(tr_a), axis=1)
+    if bool(xp.all((d + 2) * eps * size <= 0.01 * math.sqrt(eps) * floor)):
+        return plain
+    del plain, norms
+    su = tm.rotate_in(xp.concat([s, u], axis=0))
+    n = s.shape[0]
+    ds = -tm.w - su[:n, ...]
+    du = uk - su[n:, ...]
+    return xp.sum(tm.gamma * (tr_a + xp.vecdot(ds, du, axis=-1)), axis=1)
 
 
 def jacobian(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
-    """∇u = Σ_k γ_k [A_k + u_k s_kᵀ] − u sᵀ, shape (n, d, d)."""
+    """∇u = Σ_k γ_k [A_k + (u_k − u)(s_k − s)ᵀ], shape (n, d, d); centred as in divergence."""
     xp = tm.xp
     d = tm.w.shape[2]
     c = tm.half_sdot(ad, bbd)
@@ -162,10 +300,9 @@ def jacobian(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
     else:
         q = tm.p.q[None, ...]  # (1, k, d, d)
         a_sum = xp.sum((q * gw[:, :, None, :]) @ xp.matrix_transpose(q), axis=1)
-    uk = ad * tm.p.means[None, ...] + tm.rotate_each(c * tm.w)
-    sk = tm.rotate_each(-tm.w)
-    outer = xp.matrix_transpose(tm.g3 * uk) @ sk
-    return a_sum + outer - u[:, :, None] * s[:, None, :]
+    uk = ad * tm.p.means[None, ...] + tm.rotate_each(c * tm.w) - u[:, None, :]
+    sk = tm.rotate_each(-tm.w) - s[:, None, :]
+    return a_sum + xp.matrix_transpose(tm.g3 * uk) @ sk
 
 
 def dlog_prob_dt(tm: Terms, ad: Array, bbd: Array) -> Array:
@@ -244,6 +381,8 @@ def given(tm: Terms, member: Array, log_prior: Array) -> Terms:
     xp = tm.xp
     joint = log_joint(tm)
     masked = xp.where(member, joint, xp.full_like(joint, -math.inf))
-    log_cond = logsumexp(masked, axis=1, xp=xp)
-    gamma = xp.exp(masked - log_cond[:, None])
+    log_cond, gamma, ok = _normalise(masked, xp)
+    if not bool(xp.all(ok)):
+        lw = xp.where(member, tm.p.log_weights[None, :], xp.full_like(masked, -math.inf))
+        gamma = xp.where(ok, gamma, _overflow_limit(tm.w * xp.sqrt(tm.v), lw, xp))
     return Terms(xp, tm.p, tm.a, tm.b, tm.w, tm.v, log_cond - log_prior, gamma)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,7 +83,8 @@ def float_array(x: Any, name: str, *, ndim: int | None = None) -> tuple[Array, N
         raise TypeError(
             f"{name} must be an array of an array-API library, got {type(x).__name__}"
         ) from None
-    if not xp.isdtype(x.dtype, "real floating"):
+    # float16/bfloat16 would overflow |r|²/v beyond 256 standard deviations and NaN out
+    if not xp.isdtype(x.dtype, "real floating") or x.dtype not in (xp.float32, xp.float64):
         raise TypeError(f"{name} must have a real floating dtype (float32/float64), got {x.dtype}")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(x.shape)}")
@@ -160,8 +162,10 @@ def memory_budget(budget: int | None = None) -> int:
     digits = raw[:-1] if scale != 1 else raw
     try:
         value = int(float(digits) * scale)
-    except ValueError:
-        raise ValueError(f"${_BUDGET_ENV} must be a byte count like 268435456 or 256M") from None
+    except (ValueError, OverflowError):  # OverflowError: inf, 1e400
+        raise ValueError(
+            f"${_BUDGET_ENV} must be a finite byte count like 268435456 or 256M, got {raw!r}"
+        ) from None
     if value <= 0:
         raise ValueError(f"${_BUDGET_ENV} must be positive, got {raw}")
     return value
@@ -178,7 +182,15 @@ def chunks(
     budget bounds them: small chunks would leave it idle.
     """
     row = max(1, bytes_per_row)
-    size = max(1, memory_budget(budget) // row)
+    limit = memory_budget(budget)
+    if row > limit and n > 0:
+        warnings.warn(
+            f"one row needs ~{row} bytes of temporaries, more than the memory budget of {limit} "
+            "bytes: rows are processed one at a time and the budget is exceeded",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    size = max(1, limit // row)
     if cpu:
         size = min(size, max(MIN_ROWS, CACHE_TARGET // row))
     size = min(size, max(n, 1))

@@ -67,7 +67,7 @@ from typing import Any, final
 
 import numpy as np
 
-from ._check import check_float
+from ._check import check_float, check_int
 from ._xp import Array, device, from_numpy, namespace, to_numpy
 from .marginals import MarginalPath
 from .schedules import VP, Cosine, Custom, Linear, LinearVP, Polynomial, Schedule, SqrtBeta
@@ -248,19 +248,11 @@ def as_flow_matching_model(field: Field) -> Callable[..., Array]:
 
 
 def _count(v: Any, name: str, low: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-    return int(v)
+    return check_int(v, name, low=low)
 
 
 def _positive(v: Any, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a float, got {type(v).__name__}")
-    if not (math.isfinite(float(v)) and float(v) > 0):
-        raise ValueError(f"{name} must be a finite float > 0, got {v!r}")
-    return float(v)
+    return check_float(v, name, low=0.0, low_open=True)
 
 
 def diffusers_sigma_from_time(t: Any) -> Any:

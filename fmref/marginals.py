@@ -274,10 +274,9 @@ class MarginalPath:
             per_row += (4 * k * d * d if self.data.kind == "full" else 2 * k * d) + 3 * d * d
         item = 4 if x.dtype == xp.float32 else 8
         out: dict[str, Array] = {}
-        rhs = _gmm.rotation(p, sv.alpha, sv.beta, xp)
         for sl in chunks(n, per_row * item, self._budget, cpu=on_cpu(x)):
             rows = slice(None) if shared else sl
-            tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp, rhs)
+            tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp)
             chunk = _Chunk(tm, sv, rows, xp, None if lab is None else lab.rows(sl))
             vals = {name: chunk.get(name) for name in want}
             if sl.start == 0 and sl.stop == n:
