@@ -24,8 +24,8 @@ QUANTITIES = (
     "jacobian",
     "dlog_prob_dt",
     "responsibilities",
-    "x_hat",
-    "eps_hat",
+    "posterior_mean",
+    "noise_posterior_mean",
     "posterior_cov_trace",
 )
 TOL = {"float64": (1e-7, 1e-9), "float32": (1e-4, 1e-5)}

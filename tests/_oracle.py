@@ -131,11 +131,11 @@ def marginal(
                     for j in range(k)
                 ),
                 "responsibilities": g,
-                "x_hat": list(e_),
+                "posterior_mean": list(e_),
                 "posterior_cov_trace": sum(g[j] * trck[j] for j in range(k)) + between,
             }
             if b > 0:
-                vals["eps_hat"] = list((xv - a * e_) / b)
+                vals["noise_posterior_mean"] = list((xv - a * e_) / b)
             for key, v in vals.items():
                 out.setdefault(key, []).append(v)
         return {key: _to_float(v) for key, v in out.items()}

@@ -122,7 +122,7 @@ def test_dirac_near_one(t: float) -> None:
     gm = GaussianMixture.empirical(g.normal(size=(4, 3)))
     beta = 1 - t
     x = t * gm.means[[0, 2, 3]] + beta * g.normal(size=(3, 3))
-    qs = ("score", "vector_field", "divergence", "jacobian", "x_hat", "log_prob")
+    qs = ("score", "vector_field", "divergence", "jacobian", "posterior_mean", "log_prob")
     want = _oracle_for(gm, x, t)
     got = MarginalPath(gm, Linear()).evaluate(x, t, qs)
     for q in qs:
