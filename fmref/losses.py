@@ -13,6 +13,7 @@ FM loss is a ratio and does not depend on it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,21 +229,13 @@ def cfm_floor(
     ell = marginal.cfm_floor_integrand(ps.x, ps.t)
     est = _estimate(ps.t, ell, float(t_max), bins, reduction, marginal.dim)
     warning = _divergence_warning(marginal, t_max)
-    if warning is None:
-        return est
-    return LossEstimate(
-        math.inf,
-        math.inf,
-        est.n,
-        est.t_max,
-        est.t_edges,
-        est.profile,
-        est.profile_stderr,
-        est.t,
-        est.samples,
-        warning=warning,
-        reduction=reduction,
-    )
+    return est if warning is None else _infinite(est, warning)
+
+
+def _infinite(est: LossEstimate, warning: str) -> LossEstimate:
+    """``est`` with value and stderr inf: the integrand is not integrable, ``warning`` says why
+    (the finite draws stay in ``samples`` and ``profile``)."""
+    return dataclasses.replace(est, value=math.inf, stderr=math.inf, warning=warning)
 
 
 def floor_profile(

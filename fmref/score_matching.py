@@ -19,7 +19,9 @@ example Cov(ε | x) = (α²/β²) Cov(z | x). Hence for every model and time wei
 the loss against the exact target plus an irreducible floor; the velocity row is the CFM
 identity of :mod:`fmref.losses`. The estimators reuse that module's draws (t ~ U[0, t_max),
 z, ε in one order, common random numbers across estimators with equal seeds) and
-:class:`~fmref.losses.LossEstimate` (with its per-t profile).
+:class:`~fmref.losses.LossEstimate` (with its per-t profile); ``reduction="mean"`` averages the
+squared error over the d coordinates (torchcfm's, flow_matching's and diffusers' MSE) instead
+of summing it, as in :mod:`fmref.losses`.
 
 Infinite floors. Near t = 1, tr Cov(z|x) ≈ d β²/α² (positive-definite Σ_k), so the floor's
 integrand behaves like λ κ² β²/α²; near t = 0 like λ κ² tr Cov(z). Unweighted DSM (κ = α/β²)
@@ -39,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._xp import Array, device, namespace, times, to_numpy
-from .losses import LossEstimate, _check, _draw, _estimate, _sq_norm
+from .losses import LossEstimate, _check, _draw, _estimate, _infinite, _sq_norm
 from .marginals import MarginalPath
 from .paths import PathSample
 from .schedules import ScheduleValues
@@ -144,6 +146,7 @@ def dsm_loss(
     t_max: float = 1.0,
     bins: int = 10,
     like: Any = None,
+    reduction: str = "sum",
 ) -> LossEstimate:
     """Estimate E_{t~U[0,t_max)} λ(t) E_{z,ε} ||m_θ(α_t z + β_t ε, t) − τ||².
 
@@ -153,15 +156,10 @@ def dsm_loss(
     DSM with t_max = 1, for one) the expected loss is too, and ``warning`` says so.
     """
     p = _param(parameterisation)
-    _check(marginal, n, t_max, bins)
-    ps = _draw(marginal, int(n), rng, float(t_max), like)
-    x, t = ps.x, ps.t
-    lam = _weights(weighting, t, int(n))
-    err = _sq_norm(model, x, t, _target(p, ps), namespace(x))
-    err = np.asarray(to_numpy(err), dtype=np.float64) * lam
+    t, err = _weighted_errors(model, marginal, p, weighting, n, rng, t_max, bins, like, False)
     # Where the floor is infinite so is the expected loss: the sample mean is then meaningless.
     warning = _divergence(marginal, p, weighting, float(t_max))
-    return _estimate(t, err, float(t_max), bins, warning=warning)
+    return _estimate(t, err, float(t_max), bins, reduction, marginal.dim, warning=warning)
 
 
 def exact_target_loss(
@@ -175,6 +173,7 @@ def exact_target_loss(
     t_max: float = 1.0,
     bins: int = 10,
     like: Any = None,
+    reduction: str = "sum",
 ) -> LossEstimate:
     """Estimate E_t λ(t) E_{x~p_t} ||m_θ(x, t) − E[τ | x]||² against the exact minimiser.
 
@@ -182,14 +181,30 @@ def exact_target_loss(
     docstring); with the same ``rng`` the draws are those of :func:`dsm_loss`.
     """
     p = _param(parameterisation)
+    t, err = _weighted_errors(model, marginal, p, weighting, n, rng, t_max, bins, like, True)
+    return _estimate(t, err, float(t_max), bins, reduction, marginal.dim)
+
+
+def _weighted_errors(
+    model: Callable[[Array, Array], Array],
+    marginal: MarginalPath,
+    p: str,
+    weighting: Weighting,
+    n: int,
+    rng: Any,
+    t_max: float,
+    bins: int,
+    like: Any,
+    exact: bool,
+) -> tuple[Array, np.ndarray]:
+    """Draw the path and return t and λ(t) ||m_θ(x, t) − τ||², τ the sampled target or, with
+    ``exact``, its conditional mean E[τ | x] (same draws either way for the same rng)."""
     _check(marginal, n, t_max, bins)
     ps = _draw(marginal, int(n), rng, float(t_max), like)
     x, t = ps.x, ps.t
-    exact = marginal.evaluate(x, t, (_EXACT[p],))[_EXACT[p]]
-    lam = _weights(weighting, t, int(n))
-    err = _sq_norm(model, x, t, exact, namespace(x))
-    err = np.asarray(to_numpy(err), dtype=np.float64) * lam
-    return _estimate(t, err, float(t_max), bins)
+    target = marginal.evaluate(x, t, (_EXACT[p],))[_EXACT[p]] if exact else _target(p, ps)
+    err = _sq_norm(model, x, t, target, namespace(x))
+    return t, np.asarray(to_numpy(err), dtype=np.float64) * _weights(weighting, t, int(n))
 
 
 def dsm_floor(
@@ -202,6 +217,7 @@ def dsm_floor(
     t_max: float = 1.0,
     bins: int = 10,
     like: Any = None,
+    reduction: str = "sum",
 ) -> LossEstimate:
     """Estimate the irreducible loss E_t λ(t) E_{x~p_t} κ_t² tr Cov(z|x) of a parameterisation.
 
@@ -216,22 +232,9 @@ def dsm_floor(
     x, t = ps.x, ps.t
     lam = _weights(weighting, t, int(n))
     ell = np.asarray(to_numpy(floor_integrand(marginal, x, t, parameterisation=p)), np.float64)
-    est = _estimate(t, ell * lam, float(t_max), bins)
+    est = _estimate(t, ell * lam, float(t_max), bins, reduction, marginal.dim)
     warning = _divergence(marginal, p, weighting, float(t_max))
-    if warning is None:
-        return est
-    return LossEstimate(
-        math.inf,
-        math.inf,
-        est.n,
-        est.t_max,
-        est.t_edges,
-        est.profile,
-        est.profile_stderr,
-        est.t,
-        est.samples,
-        warning=warning,
-    )
+    return est if warning is None else _infinite(est, warning)
 
 
 #: Offsets from an end of [0, 1] between which the integrand's power law is fitted.

@@ -144,3 +144,19 @@ def test_bad_arguments() -> None:
         dsm_floor(MP, parameterisation="data", weighting=lambda t: -t)
     with pytest.raises(ValueError, match="β_t > 0"):
         floor_integrand(MP, np.zeros((2, 2)), 1.0, parameterisation="noise")
+
+
+@pytest.mark.parametrize("parameterisation", ["noise", "data", "velocity"])
+def test_mean_reduction_is_the_sum_over_d(parameterisation: str) -> None:
+    """reduction="mean" averages over the d coordinates: the same draws, the value ÷ d."""
+    mp = MarginalPath(GaussianMixture([0.3, 0.7], [[-1.0, 0.5], [1.0, -0.5]], [0.4, 0.9]), Linear())
+    zero = lambda x, t: 0.0 * x  # noqa: E731
+    for fn in (dsm_loss, exact_target_loss):
+        kw = dict(parameterisation=parameterisation, n=512, rng=3, t_max=0.9)
+        total, mean = fn(zero, mp, **kw), fn(zero, mp, reduction="mean", **kw)
+        np.testing.assert_allclose(mean.value * mp.dim, total.value, rtol=1e-12, atol=0)
+    floor = dsm_floor(mp, parameterisation=parameterisation, n=512, rng=3, t_max=0.9)
+    half = dsm_floor(
+        mp, parameterisation=parameterisation, n=512, rng=3, t_max=0.9, reduction="mean"
+    )
+    np.testing.assert_allclose(half.value * 2, floor.value, rtol=1e-12, atol=0)
