@@ -280,7 +280,11 @@ def _figures(
     trajs = tuple(np.asarray(integrate(f, x0, **kw).trajectory) for f in (mp.vector_field, model))
     plotting.plot_vector_fields(mp, model, out / FIGURES[2], trajectories=trajs)  # type: ignore[arg-type]
     plotting.plot_samples(
-        mp, z, gen_x, out / FIGURES[3], title=f"ODE samples (RK4, {o['ode_steps']} steps)"
+        mp,
+        z,
+        gen_x,
+        out / FIGURES[3],
+        title=f"ODE samples of the trained MLP (RK4, {o['ode_steps']} steps)",
     )
     ev = res.evaluations
     floor = res.floor.value
