@@ -125,6 +125,7 @@ def test_report_of_an_exact_field_exits_0(
     assert _report(fields, fn, tmp_path) == 0
     out = capsys.readouterr().out
     assert "verdict: no discrepancy detected" in out and "report.json, report.md" in out
+    assert out.startswith(f"fmref report: {fn} against MarginalPath(")  # named by its function
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["findings"] == [] and (tmp_path / "report.md").is_file()
 

@@ -45,7 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the array library the field takes and returns",
     )
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    p.add_argument("--name", default=None, help="the model's name in the verdict and figures")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="the model's name in the verdict and figures (default: FUNCTION of --impl)",
+    )
     p.add_argument("--n", type=int, default=4096, help="draws for the losses and the scale fit")
     p.add_argument("--samples", type=int, default=4000, help="ODE samples of the field")
     p.add_argument(
@@ -171,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
             rep = report(
                 field,
                 mp,
-                name=args.name or args.impl,
+                # The function's name: a long module path overflows the figures' titles.
+                name=args.name or args.impl.rpartition(":")[2],
                 out=args.out,
                 n=args.n,
                 n_samples=args.samples,
