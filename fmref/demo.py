@@ -27,7 +27,7 @@ from .losses import cfm_floor, cfm_loss, fm_loss
 from .marginals import MarginalPath
 from .mixtures import DATASETS
 from .mlp import MLP
-from .schedules import SCHEDULES, Linear
+from .schedules import SCHEDULES, Linear, Polynomial, Schedule
 from .train import StepInfo, TrainConfig, train
 
 #: The embedded default run (measured: see the README).
@@ -44,7 +44,13 @@ DEFAULTS: dict[str, Any] = {
     "eval_n": 20000,
     "samples": 4000,
     "ode_steps": 100,
+    # p of --schedule polynomial (None: Polynomial's own default, 2).
+    "polynomial_p": None,
+    # Losses over t ∈ [0, t_max); None: 1, or 0.99 where β̇ is infinite at t = 1 (L* infinite).
+    "t_max": None,
 }
+#: t_max of the losses where L* over [0, 1] is infinite because β̇ is infinite at t = 1.
+SINGULAR_T_MAX = 0.99
 FIGURES = (
     "conditional_path.png",
     "marginal_path.png",
@@ -90,6 +96,37 @@ def _check_options(o: dict[str, Any]) -> None:
     lr = o["lr"]
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"--lr must be a finite number > 0, got {lr!r}")
+    p, t_max = o.get("polynomial_p"), o.get("t_max")
+    if p is not None:
+        if o.get("schedule") != "polynomial":
+            raise ValueError("--polynomial-p applies only to --schedule polynomial")
+        # p < 1: α̇ = p t^(p−1) is infinite at t = 0, where every ODE sample starts.
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p < math.inf:
+            raise ValueError(
+                f"--polynomial-p must be a finite number >= 1 (for p < 1, α̇ is infinite at "
+                f"t = 0, where the ODE samples start), got {p!r}"
+            )
+    if t_max is not None and (
+        isinstance(t_max, bool) or not isinstance(t_max, (int, float)) or not 0 < t_max <= 1
+    ):
+        raise ValueError(f"--t-max must be a number in (0, 1], got {t_max!r}")
+
+
+def make_marginal(data: str, schedule: str, *, polynomial_p: float | None = None) -> MarginalPath:
+    """Return the exact marginal path of a named data set and schedule (the CLI's names)."""
+    if data not in DATASETS or schedule not in SCHEDULES:
+        raise ValueError(f"data must be in {sorted(DATASETS)}, schedule in {sorted(SCHEDULES)}")
+    sched: Schedule = (
+        Polynomial(polynomial_p)
+        if schedule == "polynomial" and polynomial_p is not None
+        else SCHEDULES[schedule]()
+    )
+    return MarginalPath(DATASETS[data](), sched)
+
+
+def default_t_max(schedule: Schedule) -> float:
+    """Return 1, or :data:`SINGULAR_T_MAX` where β̇ is infinite at t = 1 (L* infinite)."""
+    return SINGULAR_T_MAX if schedule.singular_at_one else 1.0
 
 
 def run_demo(
@@ -102,20 +139,31 @@ def run_demo(
     """Run the demo and write its files to ``out``; return the summary (no printing).
 
     ``options`` override :data:`DEFAULTS` (data, schedule, objective, steps, batch, width,
-    depth, lr, seed, eval_n, samples, ode_steps).
+    depth, lr, seed, eval_n, samples, ode_steps, polynomial_p, t_max). The final losses, L*
+    and the identity E L_CFM = L_FM + L* are measured over t ∈ [0, t_max).
+
+    Raises ImportError naming ``pip install "fmref[demo]"`` before training when ``plots`` is
+    true and matplotlib is missing.
     """
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown demo options {sorted(unknown)}")
     o = {**DEFAULTS, **options}
     _check_options(o)
-    if o["data"] not in DATASETS or o["schedule"] not in SCHEDULES:
-        raise ValueError(f"data must be in {sorted(DATASETS)}, schedule in {sorted(SCHEDULES)}")
+    mp = make_marginal(o["data"], o["schedule"], polynomial_p=o["polynomial_p"])
+    if o["t_max"] is None:
+        o["t_max"] = default_t_max(mp.schedule)
+    if plots:  # before training: a missing library must not cost the user the run
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                'the demo\'s figures need matplotlib: pip install "fmref[demo]" '
+                "(or pass --no-plots)"
+            ) from None
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    make_data = DATASETS[o["data"]]
-    mp = MarginalPath(make_data(), SCHEDULES[o["schedule"]]())
     objective = o["objective"] or ("linear" if isinstance(mp.schedule, Linear) else "cfm")
     seed = o["seed"]
     config = TrainConfig(
@@ -150,12 +198,21 @@ def measure(
     """Measure the trained ``model``; return the summary, its ODE samples and data draws z."""
     from .samplers import sample
 
-    n, seed = o["eval_n"], o["seed"]
+    n, seed, t_max = o["eval_n"], o["seed"], float(o.get("t_max") or 1.0)
     crn = lambda: np.random.default_rng([seed, 3])  # noqa: E731  (same draws for all three)
-    fm = fm_loss(model, mp, n=n, rng=crn())
-    cfm = cfm_loss(model, mp, n=n, rng=crn())
-    floor = cfm_floor(mp, n=n, rng=crn())
+    fm = fm_loss(model, mp, n=n, rng=crn(), t_max=t_max)
+    cfm = cfm_loss(model, mp, n=n, rng=crn(), t_max=t_max)
+    floor = cfm_floor(mp, n=n, rng=crn(), t_max=t_max)
     gap = cfm.samples - fm.samples - floor.samples
+    # Where L* is infinite the per-draw gap has infinite variance: no test (None).
+    gap_mean, gap_se = (
+        (float(gap.mean()), float(gap.std(ddof=1) / math.sqrt(gap.size)))
+        if floor.finite
+        else (None, None)
+    )
+    # Over [0, 1], L* from the 10x larger sample drawn once for training (the value the
+    # progress bar and the loss curve show); over [0, t_max) the common-random-number one.
+    best_floor = res.floor if t_max == 1.0 else floor
     m = o["samples"]
     ode = dict(method="rk4", steps=o["ode_steps"])
     gen = sample(model, m, rng=np.random.default_rng([seed, 4]), marginal=mp, **ode)
@@ -181,18 +238,18 @@ def measure(
         "config": asdict(res.config),
         "cfm_loss": cfm.value,
         "cfm_loss_stderr": cfm.stderr,
-        # L* from the 10x larger sample drawn once for training (the same value the progress
-        # bar and the loss curve show); the common-random-number floor serves the identity.
-        "cfm_floor": _finite_or_none(res.floor.value),
-        "cfm_floor_stderr": _finite_or_none(res.floor.stderr),
-        "cfm_floor_n": res.floor.n,
-        "cfm_floor_warning": res.floor.warning,
+        "t_max": t_max,
+        "cfm_floor_infinite_over_0_1": not res.floor.finite,
+        "cfm_floor": _finite_or_none(best_floor.value),
+        "cfm_floor_stderr": _finite_or_none(best_floor.stderr),
+        "cfm_floor_n": best_floor.n,
+        "cfm_floor_warning": best_floor.warning,
         "fm_loss": fm.value,
         "fm_loss_stderr": fm.stderr,
         "relative_fm_loss": fm.relative,
         "relative_fm_loss_stderr": fm.relative_stderr,
-        "cfm_minus_fm_minus_floor": float(gap.mean()),
-        "cfm_minus_fm_minus_floor_stderr": float(gap.std(ddof=1) / math.sqrt(gap.size)),
+        "cfm_minus_fm_minus_floor": gap_mean,
+        "cfm_minus_fm_minus_floor_stderr": gap_se,
         "train_loss_last_1pct": float(tail.mean()),
         "eval_n": n,
         "log_p_data_generated": lp_gen,
@@ -223,7 +280,11 @@ def _figures(
     trajs = tuple(np.asarray(integrate(f, x0, **kw).trajectory) for f in (mp.vector_field, model))
     plotting.plot_vector_fields(mp, model, out / FIGURES[2], trajectories=trajs)  # type: ignore[arg-type]
     plotting.plot_samples(
-        mp, z, gen_x, out / FIGURES[3], title=f"ODE samples (RK4, {o['ode_steps']} steps)"
+        mp,
+        z,
+        gen_x,
+        out / FIGURES[3],
+        title=f"ODE samples of the trained MLP (RK4, {o['ode_steps']} steps)",
     )
     ev = res.evaluations
     floor = res.floor.value

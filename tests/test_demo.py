@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 
 from fmref.cli import main
-from fmref.demo import FIGURES, run_demo
-from fmref.train import load_checkpoint
+from fmref.cli.demo import _progress_bar, report_lines
+from fmref.demo import FIGURES, SINGULAR_T_MAX, run_demo
+from fmref.train import Evaluation, StepInfo, load_checkpoint
 
 TINY = "--steps 40 --batch 64 --width 16 --depth 2 --eval-n 2000 --samples 300 --ode-steps 20"
 TINY_ARGS = [*TINY.split(), "--no-progress"]
@@ -80,23 +82,86 @@ def test_demo_with_plots(tmp_path: Path) -> None:
     assert _summary(tmp_path)["figures"] == list(FIGURES)
 
 
-def test_demo_singular_schedule_reports_infinite_floor(tmp_path: Path) -> None:
-    s = run_demo(
-        tmp_path,
-        schedule="sqrt_beta",
-        data="random_2d",
-        plots=False,
-        steps=10,
-        batch=16,
-        width=8,
-        depth=1,
-        eval_n=200,
-        samples=50,
-        ode_steps=5,
-    )
+SMALL = dict(steps=10, batch=16, width=8, depth=1, eval_n=200, samples=50, ode_steps=5)
+
+
+def test_demo_singular_schedule_over_0_1_reports_infinite_floor(tmp_path: Path) -> None:
+    s = run_demo(tmp_path, schedule="sqrt_beta", data="random_2d", plots=False, t_max=1.0, **SMALL)
     assert s["objective"] == "cfm"
     assert s["cfm_floor"] is None and "infinite" in s["cfm_floor_warning"]
+    assert s["cfm_minus_fm_minus_floor"] is None  # no identity test with an infinite variance
     assert _summary(tmp_path)["cfm_floor"] is None  # strict JSON: no Infinity token
+    lines = "\n".join(report_lines(s, tmp_path))
+    assert "not tested: L* is infinite" in lines and "±" not in lines.split("CFM − FM − L*")[1][:40]
+
+
+@pytest.mark.slow
+def test_demo_singular_schedule_measures_the_floor_over_0_t_max(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo", *TINY_ARGS, "--no-plots", "--out", str(tmp_path), "--schedule", "sqrt_beta"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    s = _summary(tmp_path)
+    assert s["t_max"] == SINGULAR_T_MAX and s["cfm_floor_infinite_over_0_1"]
+    assert s["cfm_floor"] is not None and s["cfm_floor_warning"] is None
+    # E L_CFM = L_FM + L* holds over [0, t_max) for any fixed field: a floor or a loss over
+    # another time range would break it.
+    gap, se = s["cfm_minus_fm_minus_floor"], s["cfm_minus_fm_minus_floor_stderr"]
+    assert abs(gap) < 4 * se
+    assert f"L* irreducible floor over [0, {SINGULAR_T_MAX:g}]" in printed
+    assert re.search(r"\binf\b", printed) is None and "β̇ infinite at t = 1" in printed
+
+
+def test_demo_polynomial_p_sets_the_schedule(tmp_path: Path) -> None:
+    s = run_demo(tmp_path, schedule="polynomial", polynomial_p=1.5, plots=False, **SMALL)
+    assert s["schedule"] == "Polynomial(p=1.5)" and s["t_max"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(schedule="linear", polynomial_p=2.0), "only to --schedule polynomial"),
+        (dict(schedule="polynomial", polynomial_p=0.5), "must be a finite number >= 1"),
+        (dict(t_max=0.0), "--t-max must be a number in"),
+        (dict(t_max=1.5), "--t-max must be a number in"),
+    ],
+)
+def test_demo_rejects_bad_schedule_options(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_demo(tmp_path / "o", plots=False, **options)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_demo_without_matplotlib_fails_before_training(tmp_path: Path) -> None:
+    # A fresh interpreter in which importing matplotlib fails, as on a bare install.
+    out = tmp_path / "o"
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from fmref.cli import main; "
+        f"sys.exit(main({['demo', *TINY_ARGS, '--out', str(out)]!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 1
+    assert 'pip install "fmref[demo]"' in done.stderr and "--no-plots" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()  # nothing trained, nothing written
+
+
+def test_progress_bar_shows_no_nan_and_no_infinite_floor() -> None:
+    pytest.importorskip("tqdm", reason="tqdm not installed (the demo extra)")
+    update, bar = _progress_bar(300, True)
+    assert update is not None
+    ev = Evaluation(200, 1.0, 0.1, 0.25, 0.01)
+    update(StepInfo(100, 300, 12.0, math.inf, None))
+    assert "nan" not in bar.postfix and "floor" not in bar.postfix and "rel_fm" not in bar.postfix
+    update(StepInfo(200, 300, 11.0, 9.5, ev))
+    assert "rel_fm=0.2500" in bar.postfix and "floor=9.500" in bar.postfix
+    bar.close()
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,11 @@ suite and with assert_vector_field_close, and a small trained torch field checke
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import fmref  # noqa: E402
 from fmref.testing import (  # noqa: E402
     assert_score_close,
     assert_vector_field_close,
+    torch_reference,
     verify_suite,
     write_suite,
 )
@@ -25,11 +29,52 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "torch_exact_field.
 
 
 def _example() -> Any:
+    return torch_reference
+
+
+def test_the_torch_reference_shares_no_code_with_fmref() -> None:
+    # Independence is what makes its agreement evidence: it may import nothing from fmref.
+    tree = ast.parse(Path(torch_reference.__file__).read_text(encoding="utf-8"))
+    imported = [
+        n.module if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in (n.names if isinstance(n, ast.Import) else [n])
+    ]
+    assert imported and not [m for m in imported if m is None or m.startswith("fmref")], imported
+
+
+@pytest.mark.slow
+def test_the_torch_reference_imports_torch_lazily() -> None:
+    code = "import sys, fmref.testing.torch_reference; print('torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_the_example_file_runs_the_packaged_reference() -> None:
     spec = importlib.util.spec_from_file_location("torch_exact_field", EXAMPLE)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod
+    assert mod.impl is torch_reference.impl and mod.ExactPath is torch_reference.ExactPath
+
+
+@pytest.mark.slow
+def test_eight_gaussians_linear_is_the_exact_field_with_its_divergence() -> None:
+    mp = fmref.MarginalPath(fmref.eight_gaussians(), fmref.Linear())
+    like = torch.zeros(1, dtype=torch.float64)
+    f = torch_reference.eight_gaussians_linear
+    assert_vector_field_close(f, mp, like=like)
+    x = mp.sample(64, 0.4, rng=1)
+    t = np.full(64, 0.4)
+    div = f.divergence(torch.from_numpy(x), torch.from_numpy(t)).numpy()
+    np.testing.assert_allclose(div, mp.divergence(x, t), rtol=1e-9, atol=1e-10)
+    # The same field is caught on another data set of the same shape.
+    with pytest.raises(AssertionError, match="worst point"):
+        other = fmref.MarginalPath(fmref.eight_gaussians(radius=4.0), fmref.Linear())
+        assert_vector_field_close(f, other, like=like)
 
 
 @pytest.mark.slow
@@ -95,7 +140,7 @@ def test_a_briefly_trained_torch_field_is_close_and_an_untrained_one_is_not(one_
     opt = torch.optim.Adam(params, lr=3e-3)
     rng = np.random.default_rng(0)
     for _ in range(600):
-        z = data.sample(256, rng)
+        z = data.sample(256, rng=rng)
         eps, t = rng.standard_normal(z.shape), rng.random(256)
         x, target = path.sample(z, t, eps), path.target(z, eps, t)
         pred = _forward(params, torch.from_numpy(x), torch.from_numpy(t))

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import os
 import sys
-from pathlib import Path
-from typing import Any
 
 from ..testing.vectors import OUTPUTS, load_suite, verify_suite
+from . import load_impl
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,38 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtol", type=float, default=None, help="override the recommended rtol")
     p.add_argument("--atol", type=float, default=None, help="override the recommended atol")
     p.add_argument("--strict", action="store_true", help="count skipped quantities as failures")
-
-
-def load_impl(spec: str) -> Any:
-    """Import ``module:function`` (the current folder is importable) or ``file.py:function``."""
-    mod_name, sep, fn_name = spec.rpartition(":")
-    if not sep or not mod_name or not fn_name:
-        raise ValueError(f"--impl must look like module:function, got {spec!r}")
-    if mod_name.endswith(".py"):
-        path = Path(mod_name)
-        if not path.is_file():
-            raise FileNotFoundError(f"--impl: no file {path}")
-        loader_spec = importlib.util.spec_from_file_location(path.stem, path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise ValueError(f"--impl: cannot import {path}")
-        module = importlib.util.module_from_spec(loader_spec)
-        loader_spec.loader.exec_module(module)
-    else:
-        # Like ``python -m``: the current folder is importable, for this import only.
-        added = os.getcwd() not in sys.path
-        if added:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(mod_name)
-        except ImportError as exc:
-            raise ValueError(f"--impl: cannot import {mod_name!r}: {exc}") from None
-        finally:
-            if added:
-                sys.path.remove(os.getcwd())
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ValueError(f"--impl: {mod_name} has no callable {fn_name!r}")
-    return fn
 
 
 def run(args: argparse.Namespace) -> int:
