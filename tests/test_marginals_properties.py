@@ -41,7 +41,7 @@ N_IS = 20_000
 def _points(case: Case, alpha: float, beta: float, n: int, seed: int) -> np.ndarray:
     """Points of p_t drawn by the test itself: x = α z + β ε."""
     g = np.random.default_rng(seed)
-    z = case.gm.sample(n, g)
+    z = case.gm.sample(n, rng=g)
     return alpha * z + beta * g.standard_normal(z.shape)
 
 
@@ -251,7 +251,7 @@ def test_sample_vs_log_prob_and_moments(
     a, b, _, _ = ab(sched, t)
     n = 4000
     like = backend.asarray(np.zeros((1, case.d)))
-    xs = mp.sample(n, t, seed, like=like)
+    xs = mp.sample(n, t, rng=seed, like=like)
     assert xs.dtype == like.dtype
     x = backend.to_numpy(xs)
     assert x.shape == (n, case.d)
