@@ -49,6 +49,11 @@ def _figure(nrows: int, ncols: int, size: tuple[float, float]) -> tuple[Any, Any
     return fig, axes
 
 
+def _label(name: str, limit: int = 32) -> str:
+    """A model name short enough for a title: a long ``module:function`` keeps its end."""
+    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
+
+
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 130) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically (temp file in the same folder, replace)."""
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
@@ -230,7 +235,7 @@ def plot_vector_fields(
     fig.colorbar(q, ax=every, shrink=0.6, label="speed |u| (shared)")
     fig.colorbar(im, ax=every, shrink=0.6, label="p_t(x) (log, shared)")
     fig.suptitle(
-        f"Exact marginal field (top) vs {name} (bottom), {mp.schedule!r}; arrows where "
+        f"Exact marginal field (top) vs {_label(name)} (bottom), {mp.schedule!r}; arrows where "
         "p_t ≥ 10⁻³ max p_t, colour = speed",
         fontsize=10,
     )
@@ -360,7 +365,7 @@ def plot_loss_curve(
     ax2.set_ylabel("relative FM loss (log)")
     ax2.set_title("Relative FM loss", fontsize=9)
     what = "approaches the irreducible floor L*" if finite else "has no finite floor here"
-    fig.suptitle(f"Training {name}: the CFM loss {what}", fontsize=10)
+    fig.suptitle(f"Training {_label(name)}: the CFM loss {what}", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -376,7 +381,7 @@ def plot_loss_profile(
     mid = 0.5 * (fm.t_edges[1:] + fm.t_edges[:-1])
     width = np.diff(fm.t_edges)
     for est, label, color in (
-        (fm, f"L_FM(t) of {name}", "tab:red"),
+        (fm, f"L_FM(t) of {_label(name)}", "tab:red"),
         (floor, "ℓ*(t) floor", "black"),
     ):
         ok = np.isfinite(est.profile) & (est.profile > 0)
@@ -400,7 +405,7 @@ def plot_loss_profile(
     ax.legend(fontsize=7)
     rel = fm.relative
     sub = f"relative FM loss {rel:.3g} ± {fm.relative_stderr:.1g}" if rel is not None else ""
-    ax.set_title(f"Where {name} errs in time: {sub}", fontsize=9)
+    ax.set_title(f"Where {_label(name)} errs in time: {sub}", fontsize=9)
     return save_figure(fig, path)
 
 
@@ -424,5 +429,5 @@ def plot_coverage(
     ax.set_xlabel("mixture component k")
     ax.set_ylabel("share of samples (most likely k)")
     ax.legend(fontsize=7)
-    ax.set_title(f"Per-mode coverage of {name} (bars ± 2 stderr)", fontsize=9)
+    ax.set_title(f"Per-mode coverage of {_label(name)} (bars ± 2 stderr)", fontsize=9)
     return save_figure(fig, path)

@@ -80,3 +80,12 @@ def test_plots_refuse_other_dimensions(tmp_path: Path) -> None:
     mp3 = MarginalPath(GaussianMixture.gaussian(np.zeros(3), np.ones(3)), Linear())
     with pytest.raises(ValueError, match="2-D"):
         plotting.plot_marginal_path(mp3, tmp_path / "x.png")
+
+
+def test_long_model_names_are_shortened_from_the_front() -> None:
+    """A long ``module:function`` name keeps its informative end and fits a title."""
+    from fmref.plotting import _label
+
+    long = "some.deeply.nested.package.module:eight_gaussians_linear"
+    assert _label(long).endswith("eight_gaussians_linear") and len(_label(long)) == 32
+    assert _label("MLP") == "MLP"
