@@ -87,7 +87,9 @@ def test_backends_pass_and_time_is_per_row(backend: Any) -> None:
     like = backend.asarray(np.zeros(1))
     assert_vector_field_close(fn, MP, n=8, like=like)
     assert seen["xp"] is namespace(like)
-    np.testing.assert_allclose(seen["t"], np.repeat([0.0, 0.25, 0.5, 0.75, 1.0], 8), rtol=0, atol=0)
+    # 8 samples and 2 tail points (n // 4) at each default time, both ends included.
+    want = np.repeat([0.0, 1e-3, 1e-2, 0.25, 0.5, 0.75, 0.99, 0.999, 1.0], 10)
+    np.testing.assert_allclose(seen["t"], want, rtol=0, atol=0)
 
 
 def test_float32_implementations_pass_with_float32_defaults(backend32: Any) -> None:
@@ -109,7 +111,7 @@ def test_failure_reports_worst_point_values_and_ratio() -> None:
         return u
 
     with pytest.raises(AssertionError) as info:
-        assert_vector_field_close(fn, MP, n=10)
+        assert_vector_field_close(fn, MP, n=10, times=[0.0, 0.25, 0.5, 0.75, 1.0], tails=0)
     msg = str(info.value)
     e = captured["u"][row, col]
     ratio = delta / (1e-9 + 1e-7 * abs(e))
@@ -118,6 +120,7 @@ def test_failure_reports_worst_point_values_and_ratio() -> None:
     assert f"{e:.10g}" in msg and f"{e + delta:.10g}" in msg
     got = float(re.search(r"= ([0-9.e+-]+) in component 1", msg).group(1))
     assert got == pytest.approx(ratio, rel=1e-2, abs=0)
+    assert msg.endswith(f"failing points by time: t = {captured['t'][row]:.6g}: 1/10")
 
 
 def test_quantile_tolerates_a_few_bad_points_but_reports_the_worst() -> None:
@@ -127,15 +130,15 @@ def test_quantile_tolerates_a_few_bad_points_but_reports_the_worst() -> None:
         return u
 
     assert_vector_field_close(fn, MP, n=40, quantile=0.95)
-    with pytest.raises(AssertionError, match="3 of 200 points"):
+    with pytest.raises(AssertionError, match="3 of 450 points"):
         assert_vector_field_close(fn, MP, n=40)
 
 
 def test_nan_shape_and_none_are_caught() -> None:
     with pytest.raises(AssertionError, match="= inf"):
         assert_vector_field_close(lambda x, t: MP.vector_field(x, t) * np.nan, MP, n=4)
-    with pytest.raises(ValueError, match=r"shape \(20, 2\)"):
-        assert_vector_field_close(lambda x, t: np.zeros((20, 3)), MP, n=4)
+    with pytest.raises(ValueError, match=r"shape \(45, 2\)"):  # 9 times × (4 + 1 tail)
+        assert_vector_field_close(lambda x, t: np.zeros((45, 3)), MP, n=4)
     with pytest.raises(TypeError, match="returned None"):
         assert_vector_field_close(lambda x, t: None, MP, n=4)
     with pytest.raises(ValueError, match="times"):
@@ -171,7 +174,7 @@ def test_dirac_data_default_times_leave_out_t_one() -> None:
         return mp.vector_field(x, t)
 
     assert_vector_field_close(fn, mp, n=4)
-    assert seen == [0.0, 0.25, 0.5, 0.75]
+    assert seen == [0.0, 1e-3, 1e-2, 0.25, 0.5, 0.75, 0.99, 0.999]
 
 
 def test_posterior_mean_by_its_name_and_its_deprecated_01_name() -> None:
@@ -191,7 +194,7 @@ def test_a_quantity_defined_before_one_only_leaves_out_t_one() -> None:
         return MP.cfm_floor_integrand(x, t)
 
     assert_quantity_close(fn, MP, "cfm_floor_integrand", n=4)
-    assert seen == [0.0, 0.25, 0.5, 0.75]
+    assert seen == [0.0, 1e-3, 1e-2, 0.25, 0.5, 0.75, 0.99, 0.999]
 
 
 def _sample(alpha: Any, beta: Any) -> Any:
@@ -221,7 +224,7 @@ def test_conditional_target_leaves_out_infinite_beta_dot(backend: Any) -> None:
         return z - 0.5 / xp.sqrt(1 - t)[:, None] * e  # SqrtBeta: α̇ = 1, β̇ = −1/(2√(1−t))
 
     assert_conditional_path_close(None, target, SqrtBeta(), like=backend.asarray(np.zeros(1)))
-    assert seen[0].max() == 0.8
+    assert seen[0].max() == 0.999
 
 
 def _scipy_log_prob(x: np.ndarray) -> np.ndarray:
@@ -274,6 +277,6 @@ def test_eight_gaussians_points_have_non_negligible_density() -> None:
         seen.append(mp.log_prob(x, t))
         return mp.score(x, t)
 
-    assert_score_close(fn, mp, n=200)
+    assert_score_close(fn, mp, n=200, tails=0)
     # Exact samples of p_t: no point sits in the far tail (there log p_t would be ≪ −25).
     assert np.all(seen[0] > -25.0)
