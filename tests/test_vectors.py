@@ -48,7 +48,7 @@ def _fmref_impl(quantity: str, case: dict[str, Any], inputs: dict[str, np.ndarra
 def test_same_seed_gives_byte_identical_files(tmp_path: Path, suite_dir: Path) -> None:
     write_suite(tmp_path / "again", seed=3)
     a, b = _files(suite_dir), _files(tmp_path / "again")
-    assert a.keys() == b.keys() and len(a) == 25
+    assert a.keys() == b.keys() and len(a) == 24 + 3 + 1  # cases, labelled cases, manifest
     assert all(a[k] == b[k] for k in a)
     write_suite(tmp_path / "other", seed=4)
     c = _files(tmp_path / "other")
@@ -80,7 +80,22 @@ def test_expected_values_match_an_independent_density_and_identities(suite_dir: 
     for case in suite.cases:
         p, inp, exp = case.params, case.inputs, case.expected
         a, b = inp["alpha"][:, None], inp["beta"][:, None]
-        np.testing.assert_allclose(inp["x"], a * inp["z"] + b * inp["eps"], rtol=1e-14, atol=1e-14)
+        sample = inp["tail"] == 0
+        xs = (a * inp["z"] + b * inp["eps"])[sample]
+        np.testing.assert_allclose(inp["x"][sample], xs, rtol=1e-14, atol=1e-14)
+        # Tail rows: at least 10 standard deviations of S_k = α²Σ_k + β²I from every mode.
+        full = GaussianMixture(p["weights"], p["means"], p["covs"]).full_covs()
+        for i in np.flatnonzero(~sample):
+            for mu, c in zip(p["means"], full, strict=True):
+                big_s = a[i, 0] ** 2 * c + b[i, 0] ** 2 * np.eye(c.shape[0])
+                dist = np.linalg.norm(inp["x"][i] - a[i, 0] * mu)
+                assert dist >= 10 * np.sqrt(np.linalg.eigvalsh(big_s).max()) * (1 - 1e-12)
+        assert (
+            sorted(set(inp["t"]))
+            == [0, 1e-3, 1e-2, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999, 1][
+                : 10 if p["kind"] == "dirac" else 11
+            ]
+        )
         finite = np.isfinite(inp["beta_dot"])
         tgt = inp["alpha_dot"][:, None] * inp["z"] + inp["beta_dot"][:, None] * inp["eps"]
         np.testing.assert_allclose(exp["target"][finite], tgt[finite], rtol=1e-14, atol=1e-14)
@@ -163,18 +178,32 @@ def test_verify_fails_a_wrong_quantity_and_names_the_row(suite_dir: Path) -> Non
     assert verify_suite(suite_dir, wrong, quantities=["divergence"], rtol=1e-4).passed
 
 
-def test_verify_uses_the_tolerance_of_the_returned_dtype(suite_dir: Path) -> None:
+def test_precision_is_asked_not_taken_from_the_returned_dtype(suite_dir: Path) -> None:
     torch = pytest.importorskip("torch", reason="torch not installed (optional extra)")
 
     def f32(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
         out = _fmref_impl(q, case, inputs)
         return None if out is None else torch.from_numpy(np.asarray(out, dtype=np.float32))
 
+    # A float32 answer fails a float64 verification, saying why ...
     rep = verify_suite(suite_dir, f32, quantities=["score", "log_prob"])
+    assert rep.count("fail") == 48 and not rep.passed
+    assert all("returned float32, the check asks for float64" in r.message for r in rep.rows)
+    # ... and passes when float32 is what is asked, at the float32 tolerances.
+    rep = verify_suite(suite_dir, f32, quantities=["score", "log_prob"], precision="float32")
     assert rep.passed
     assert {(r.rtol, r.atol) for r in rep.rows} == {(1e-4, 1e-5)}
-    # Tolerances tighter than float32 rounding (relative 6e-8) fail the same values.
-    assert not verify_suite(suite_dir, f32, quantities=["score"], rtol=1e-9, atol=1e-11).passed
+
+    # Computing in float32 and returning float64 fails the float64 check by its errors.
+    def f32_as_f64(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        low = {k: v.astype(np.float32) for k, v in inputs.items()}
+        out = _fmref_impl(q, case, low)
+        return None if out is None else np.asarray(out, dtype=np.float64)
+
+    rep = verify_suite(suite_dir, f32_as_f64, quantities=["score"])
+    assert rep.count("fail") >= 20 and not rep.passed
+    with pytest.raises(ValueError, match="precision"):
+        verify_suite(suite_dir, f32, precision="float8")
 
 
 @pytest.mark.slow

@@ -201,12 +201,13 @@ def conditioning(
     """The condition estimate of ``f(marginal, *arrays)`` for the tolerance allowance.
 
     Σ_j |∂f/∂a_j|·|a_j| over the inputs (:func:`~fmref.testing._compare.sensitivity`), plus,
-    when ``arrays[x_index]`` are points, Σ_k |∂f/∂log π_k|·|L_k| + |f|·max_k |L_k| with
-    L_k = log π_k + log N_k(x): the error a standard algorithm makes by rounding each
+    when ``arrays[x_index]`` are points, Σ_k |∂f/∂log π_k|·|L_k| + |f|·Σ_k γ_k |L_k| with
+    L_k = log π_k + log N_k(x) and γ_k the responsibilities: the error a standard algorithm
+    makes by rounding each
     component's log-density (−½ r_kᵀS_k⁻¹r_k, ~1e3 at a tail point) and the terms of that size
     it combines (scores and fields of every component, differentiated by autograd); a relative
-    perturbation of x does not show it. At exact samples max_k |L_k| is a few units and rtol
-    dominates; at a point 50 σ out it is ~1250, so a float32 check there asks for ~1e-3
+    perturbation of x does not show it. At exact samples Σ_k γ_k |L_k| is a few units and
+    rtol dominates; at a point 50 σ out it is ~1250, so a float32 check there asks for ~1e-3
     relative and a float64 one still for ~1e-12.
     """
     total = sensitivity(lambda *a: f(marginal, *a), arrays, time_index)
@@ -217,6 +218,7 @@ def conditioning(
     h = 2.0**-20
     shape = (-1,) + (1,) * (total.ndim - 1)
     biggest = np.zeros(x.shape[0])
+    gamma = np.asarray(marginal.responsibilities(x, t), dtype=np.float64)
     for k in range(data.n_components):
         if data.weights[k] == 0:
             continue
@@ -229,7 +231,7 @@ def conditioning(
         with np.errstate(invalid="ignore"):
             der = np.abs(np.asarray(up) - np.asarray(down)) / (2 * h) * np.abs(joint).reshape(shape)
         total = total + np.where(np.isfinite(der), der, 0.0)
-        biggest = np.maximum(biggest, np.where(np.isfinite(joint), np.abs(joint), 0.0))
+        biggest = biggest + gamma[:, k] * np.where(np.isfinite(joint), np.abs(joint), 0.0)
     value = np.abs(np.asarray(f(marginal, *arrays), dtype=np.float64))
     return total + np.where(np.isfinite(value), value, 0.0) * biggest.reshape(shape)
 
@@ -300,22 +302,42 @@ def _target(path: GaussianPath, z: np.ndarray, eps: np.ndarray, t: np.ndarray) -
     return target
 
 
+def _split_conditioning(
+    mp: MarginalPath,
+    f: Callable[[MarginalPath, np.ndarray, np.ndarray], dict[str, np.ndarray]],
+    x: np.ndarray,
+    t: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """:func:`conditioning` of several outputs at once (one evaluation per perturbation)."""
+    shapes = {q: np.shape(v) for q, v in f(mp, x, t).items()}
+    n = x.shape[0]
+
+    def flat(m: MarginalPath, xx: np.ndarray, tt: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.reshape(v, (n, -1)) for v in f(m, xx, tt).values()], axis=1)
+
+    c = conditioning(mp, flat, (x, t), time_index=1, x_index=0)
+    out, at = {}, 0
+    for q, shp in shapes.items():
+        width = int(np.prod(shp[1:], dtype=np.int64))
+        out[q + COND_SUFFIX] = c[:, at : at + width].reshape(shp)
+        at += width
+    return out
+
+
 def sensitivities(
     schedule: Schedule, data: GaussianMixture, inputs: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """``<output>_cond`` of an unlabelled case: Σ_j |∂f/∂a_j|·|a_j| over x and t.
+    """``<output>_cond`` of an unlabelled case (:func:`conditioning` over x and t).
 
-    The target's is over z, ε and t.
+    The target's is over z, ε and t (it does not depend on the mixture).
     """
     mp = MarginalPath(data, GaussianPath(schedule))
     names = tuple(q for q in OUTPUTS if q in QUANTITY_INFO)
-    out = {}
-    for q in names:
-        out[q + COND_SUFFIX] = sensitivity(
-            lambda x, t, q=q: np.asarray(mp.evaluate(x, t, (q,))[q]),
-            (inputs["x"], inputs["t"]),
-            time_index=1,
-        )
+
+    def f(m: MarginalPath, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in m.evaluate(x, t, names).items()}
+
+    out = _split_conditioning(mp, f, inputs["x"], inputs["t"])
     out["target" + COND_SUFFIX] = sensitivity(
         lambda z, e, t: _target(mp.path, z, e, t),
         (inputs["z"], inputs["eps"], inputs["t"]),
@@ -345,7 +367,9 @@ def case_arrays(
     return out
 
 
-def _labelled_outputs(mp: MarginalPath, x: np.ndarray, t: np.ndarray, y: np.ndarray, w: float):
+def _labelled_outputs(
+    mp: MarginalPath, x: np.ndarray, t: np.ndarray, y: np.ndarray, w: float
+) -> dict[str, np.ndarray]:
     names = ("log_prob", "score", "vector_field", "classifier_log_prob", "classifier_score")
     r = mp.evaluate(x, t, names, y=y)
     out = {
@@ -359,17 +383,12 @@ def _labelled_outputs(mp: MarginalPath, x: np.ndarray, t: np.ndarray, y: np.ndar
 def labelled_sensitivities(
     schedule: Schedule, data: GaussianMixture, inputs: Mapping[str, np.ndarray], w: float
 ) -> dict[str, np.ndarray]:
-    """``<output>_cond`` of a labelled case: Σ_j |∂f/∂a_j|·|a_j| over x and t, y fixed."""
+    """``<output>_cond`` of a labelled case (:func:`conditioning` over x and t, y fixed)."""
     mp = MarginalPath(data, GaussianPath(schedule))
     y = np.asarray(inputs["y"]).astype(np.int64)
-    out = {}
-    for q in LABELLED_OUTPUTS:
-        out[q + COND_SUFFIX] = sensitivity(
-            lambda x, t, q=q: _labelled_outputs(mp, x, t, y, w)[q],
-            (inputs["x"], inputs["t"]),
-            time_index=1,
-        )
-    return out
+    return _split_conditioning(
+        mp, lambda m, x, t: _labelled_outputs(m, x, t, y, w), inputs["x"], inputs["t"]
+    )
 
 
 def labelled_case_arrays(
