@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..testing.vectors import OUTPUTS, load_suite, verify_suite
+from .._files import atomic_write
+from ..testing._compare import TOLERANCES
+from ..testing.vectors import LABELLED_OUTPUTS, OUTPUTS, load_suite, verify_suite
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +23,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="MODULE:FUNCTION or path/to/file.py:FUNCTION with the signature "
         "impl(quantity, case, inputs) -> array or None (see fmref.testing.vectors)",
     )
-    p.add_argument("--quantity", action="append", choices=sorted(OUTPUTS), help="repeatable")
+    p.add_argument(
+        "--quantity",
+        action="append",
+        choices=sorted((*OUTPUTS, *LABELLED_OUTPUTS)),
+        help="repeatable",
+    )
+    p.add_argument(
+        "--precision",
+        choices=sorted(TOLERANCES),
+        default="float64",
+        help="the precision checked (tolerances and allowance); a result of lower precision "
+        "fails (default float64)",
+    )
+    p.add_argument(
+        "--labelled",
+        action="store_true",
+        help="also check the labelled cases (conditional quantities, classifier, CFG)",
+    )
+    p.add_argument("--all", action="store_true", help="print every row, not only failures")
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON (atomically)")
+    p.add_argument("--junit", metavar="PATH", help="write the report as JUnit XML (atomically)")
     p.add_argument("--rtol", type=float, default=None, help="override the recommended rtol")
     p.add_argument("--atol", type=float, default=None, help="override the recommended atol")
     p.add_argument("--strict", action="store_true", help="count skipped quantities as failures")
@@ -66,7 +88,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"fmref verify: error: {exc}", file=sys.stderr)
         return 2
     impl = load_impl(args.impl)
-    report = verify_suite(suite, impl, quantities=args.quantity, rtol=args.rtol, atol=args.atol)
-    print(report.table())
+    report = verify_suite(
+        suite,
+        impl,
+        quantities=args.quantity,
+        rtol=args.rtol,
+        atol=args.atol,
+        precision=args.precision,
+        labelled=True if args.labelled else None,
+    )
+    print(report.table(failures_only=not args.all))
+    for path, text in ((args.json, report.to_json()), (args.junit, report.to_junit())):
+        if path:
+            data = text.encode("utf-8")
+            atomic_write(path, lambda f, data=data: f.write(data))
     ok = report.passed and not (args.strict and report.count("skip"))
     return 0 if ok else 1

@@ -27,10 +27,14 @@ rounding, dominates there).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import Any
 
+from ._cases import oracle_mixture
 from ._compare import TOLERANCES, default_tolerance
 from .asserts import (
+    assert_cfg_close,
     assert_conditional_path_close,
     assert_log_likelihood_close,
     assert_quantity_close,
@@ -53,6 +57,7 @@ __all__ = [
     "Suite",
     "VerifyReport",
     "VerifyRow",
+    "assert_cfg_close",
     "assert_conditional_path_close",
     "assert_log_likelihood_close",
     "assert_quantity_close",
@@ -60,16 +65,19 @@ __all__ = [
     "assert_vector_field_close",
     "default_tolerance",
     "load_suite",
+    "oracle_mixture",
     "strategies",
     "verify_suite",
     "write_suite",
 ]
+if importlib.util.find_spec("hypothesis") is None:
+    # ``from fmref.testing import *`` must work without hypothesis: the star import would
+    # otherwise fetch ``strategies`` and fail. ``fmref.testing.strategies`` still says why.
+    __all__.remove("strategies")
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use so that fmref.testing works without hypothesis installed.
     if name == "strategies":
-        import importlib
-
         return importlib.import_module(".strategies", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
