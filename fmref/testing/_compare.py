@@ -47,7 +47,7 @@ UNIT_ROUNDOFF: dict[str, float] = {
 
 #: Allowance per unit roundoff and unit of condition (rounding of the inputs plus a few
 #: roundings inside a backward-stable algorithm).
-CONDITION_FACTOR = 16.0
+CONDITION_FACTOR = 64.0
 
 
 def dtype_name(dtype: Any) -> str:
