@@ -149,14 +149,14 @@ def make_schedule(name: str, params: dict[str, Any]) -> Schedule:
 def oracle_mixture(dim: int = 2, *, labelled: bool = False) -> GaussianMixture:
     """Return the default test mixture: unequal weights, full covariances, well separated.
 
-    Three components with weights 0.6, 0.3, 0.1 (labelled: four, labels 0, 1, 0, 1 and
+    Three components with weights 0.5, 0.375, 0.125 (labelled: four, labels 0, 1, 0, 1 and
     weights 0.4, 0.1, 0.2, 0.3, unequal within each class), rotated covariances with
     eigenvalues in [0.25, 1.5], means about 2 apart. Fixed (the same for every call): equal
     weights and isotropic covariances hide weight bugs and x/Σ mix-ups, this does not.
     """
     d = check_int(dim, "dim", low=1)
     g = np.random.default_rng(20261203 + d)
-    w = np.array([0.4, 0.1, 0.2, 0.3]) if labelled else np.array([0.6, 0.3, 0.1])
+    w = np.array([0.4, 0.1, 0.2, 0.3]) if labelled else np.array([0.5, 0.375, 0.125])
     k = w.shape[0]
     means = 2.0 * g.standard_normal((k, d))
     q, r = np.linalg.qr(g.standard_normal((k, d, d)))
