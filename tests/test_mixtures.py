@@ -214,7 +214,7 @@ def test_repr_rebuilds_a_small_mixture_and_elides_a_large_one() -> None:
     from fmref.testing import oracle_mixture
 
     for m in (oracle_mixture(2), oracle_mixture(3, labelled=True), eight_gaussians()):
-        back = eval(repr(m), {"GaussianMixture": GaussianMixture})  # noqa: S307 (our own repr)
+        back = eval(repr(m), {"GaussianMixture": GaussianMixture})
         assert back.kind == m.kind and repr(back) == repr(m)
         for a, b in ((back.weights, m.weights), (back.means, m.means), (back.covs, m.covs)):
             np.testing.assert_allclose(a, b, rtol=1e-15, atol=0)
