@@ -8,7 +8,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .._files import atomic_write
 from ..testing._compare import TOLERANCES
@@ -100,7 +100,16 @@ def run(args: argparse.Namespace) -> int:
     print(report.table(failures_only=not args.all))
     for path, text in ((args.json, report.to_json()), (args.junit, report.to_junit())):
         if path:
-            data = text.encode("utf-8")
-            atomic_write(path, lambda f, data=data: f.write(data))
+            _write(path, text)
     ok = report.passed and not (args.strict and report.count("skip"))
     return 0 if ok else 1
+
+
+def _write(path: str, text: str) -> None:
+    """Write a report file atomically (a reader never sees half of it)."""
+    data = text.encode("utf-8")
+
+    def put(f: IO[bytes]) -> None:
+        f.write(data)
+
+    atomic_write(path, put)

@@ -4,7 +4,9 @@
 :mod:`fmref.testing.strategies`, imported on first use, so ``import fmref.testing`` does not need
 hypothesis.
 
-Default tolerances by the dtype of the implementation's output (see :data:`TOLERANCES`):
+Default tolerances by the precision a test asks for (``precision=``, else the dtype of
+``like=`` or of the converted inputs; never the dtype the implementation returns, and a
+result of lower precision fails) (see :data:`TOLERANCES`):
 
 ========== ======= ======= ==============================================================
 dtype       rtol    atol    why
@@ -19,8 +21,13 @@ float16/    1e-2    1e-3    unit roundoff 5e-4 (float16) / 4e-3 (bfloat16)
 bfloat16
 ========== ======= ======= ==============================================================
 
-A check passes where |actual − expected| ≤ atol + rtol·|expected| elementwise (NumPy's
-``allclose`` rule); the report gives the worst ratio |actual − expected| / (atol + rtol·|expected|).
+A check passes where |actual − expected| ≤ atol + rtol·|expected| + allowance elementwise
+(NumPy's ``allclose`` rule plus 64·u·cond, u the unit roundoff of the asked precision and cond
+a float64 estimate of how far rounding moves the exact answer; it matters only where the answer
+is ill-conditioned, at tail points and near t = 1); the report gives the worst ratio. The
+default test design (:mod:`fmref.testing.asserts`) reaches both ends of [0, 1] and tail points
+far from every mode; :func:`oracle_mixture` is a test mixture with unequal weights and full
+covariances.
 Log-likelihoods from an ODE solve default to 100× these tolerances (the solver's error, not
 rounding, dominates there).
 """

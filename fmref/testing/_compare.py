@@ -339,7 +339,7 @@ def check(
     cmp = compare(a2, e2, rtol, atol, quantile, x2)
     if cmp.quantile_ratio <= 1.0:
         return
-    bad = (ratios(a2, e2, rtol, atol, x2) > 1.0).any(axis=1)
+    bad = np.asarray((ratios(a2, e2, rtol, atol, x2) > 1.0).any(axis=1))
     i, j = cmp.row, cmp.column
     comp = "" if j is None or a2.shape[1] == 1 else f" in component {j}"
     rule = "max" if quantile == 1.0 else f"{quantile:g}-quantile over points"

@@ -217,7 +217,7 @@ def check_case(
         msg, by_time = "", ""
         vecs: dict[str, Any] = {}
         if status == "fail":
-            bad = (ratios(a2, e2, rt, at, extra) > 1.0).any(axis=1)
+            bad = np.asarray((ratios(a2, e2, rt, at, extra) > 1.0).any(axis=1))
             by_time = per_time_counts(bad, np.asarray(inputs["t"])[keep])
             xv = inputs["x"][row] if "x" in inputs else inputs["z"][row]
             vecs = {"x": _vec(xv), "expected": _vec(e2[cmp.row]), "actual": _vec(a2[cmp.row])}
