@@ -340,8 +340,24 @@ class GaussianMixture:
         return mask
 
     def __repr__(self) -> str:
+        """The constructor call that rebuilds a small mixture (≤ 64 numbers); elided otherwise.
+
+        ``eval(repr(m))`` gives an equal mixture for small ones (floats print exactly), so a
+        failing test's message can be pasted to rebuild its example.
+        """
+        size = self._weights.size + self._means.size + self._covs.size
+        if size <= _REPR_NUMBERS:
+            labels = "" if self._labels is None else f", labels={self._labels.tolist()}"
+            return (
+                f"GaussianMixture({self._weights.tolist()}, {self._means.tolist()}, "
+                f"{self._covs.tolist()}{labels})"
+            )
         extra = "" if self._labels is None else f", classes={self.classes.tolist()}"
         return f"GaussianMixture(k={self.n_components}, d={self.dim}, kind={self.kind!r}{extra})"
+
+
+#: Largest mixture (weights, means and covariances, in numbers) whose repr rebuilds it.
+_REPR_NUMBERS = 64
 
 
 def _labels(labels: Any, k: int) -> np.ndarray:

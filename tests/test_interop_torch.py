@@ -179,5 +179,5 @@ def test_the_readme_example_in_docs_runs_and_catches_a_sign_slip() -> None:
         compile(code.replace("(t * S - (1 - t))", "(t * S + (1 - t))"), "oracle.md", "exec"),
         slipped,
     )
-    with pytest.raises(AssertionError, match="256 of 320 points"):
+    with pytest.raises(AssertionError, match="640 of 720 points"):
         slipped["test_my_field_is_exact"]()

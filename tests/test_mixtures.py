@@ -208,3 +208,17 @@ def test_random_mixture_bad_arguments() -> None:
         random_mixture(0, 2)
     with pytest.raises(ValueError, match="var_range"):
         random_mixture(2, 2, var_range=(0.0, 1.0))
+
+
+def test_repr_rebuilds_a_small_mixture_and_elides_a_large_one() -> None:
+    from fmref.testing import oracle_mixture
+
+    for m in (oracle_mixture(2), oracle_mixture(3, labelled=True), eight_gaussians()):
+        back = eval(repr(m), {"GaussianMixture": GaussianMixture})
+        assert back.kind == m.kind and repr(back) == repr(m)
+        for a, b in ((back.weights, m.weights), (back.means, m.means), (back.covs, m.covs)):
+            np.testing.assert_allclose(a, b, rtol=1e-15, atol=0)
+        if m.labels is not None:
+            np.testing.assert_array_equal(back.labels, m.labels)
+    big = random_mixture(10, 5)
+    assert repr(big) == "GaussianMixture(k=10, d=5, kind='full')"

@@ -48,7 +48,7 @@ def _fmref_impl(quantity: str, case: dict[str, Any], inputs: dict[str, np.ndarra
 def test_same_seed_gives_byte_identical_files(tmp_path: Path, suite_dir: Path) -> None:
     write_suite(tmp_path / "again", seed=3)
     a, b = _files(suite_dir), _files(tmp_path / "again")
-    assert a.keys() == b.keys() and len(a) == 25
+    assert a.keys() == b.keys() and len(a) == 24 + 3 + 1  # cases, labelled cases, manifest
     assert all(a[k] == b[k] for k in a)
     write_suite(tmp_path / "other", seed=4)
     c = _files(tmp_path / "other")
@@ -80,7 +80,22 @@ def test_expected_values_match_an_independent_density_and_identities(suite_dir: 
     for case in suite.cases:
         p, inp, exp = case.params, case.inputs, case.expected
         a, b = inp["alpha"][:, None], inp["beta"][:, None]
-        np.testing.assert_allclose(inp["x"], a * inp["z"] + b * inp["eps"], rtol=1e-14, atol=1e-14)
+        sample = inp["tail"] == 0
+        xs = (a * inp["z"] + b * inp["eps"])[sample]
+        np.testing.assert_allclose(inp["x"][sample], xs, rtol=1e-14, atol=1e-14)
+        # Tail rows: at least 10 standard deviations of S_k = α²Σ_k + β²I from every mode.
+        full = GaussianMixture(p["weights"], p["means"], p["covs"]).full_covs()
+        for i in np.flatnonzero(~sample):
+            for mu, c in zip(p["means"], full, strict=True):
+                big_s = a[i, 0] ** 2 * c + b[i, 0] ** 2 * np.eye(c.shape[0])
+                dist = np.linalg.norm(inp["x"][i] - a[i, 0] * mu)
+                assert dist >= 10 * np.sqrt(np.linalg.eigvalsh(big_s).max()) * (1 - 1e-12)
+        assert (
+            sorted(set(inp["t"]))
+            == [0, 1e-3, 1e-2, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999, 1][
+                : 10 if p["kind"] == "dirac" else 11
+            ]
+        )
         finite = np.isfinite(inp["beta_dot"])
         tgt = inp["alpha_dot"][:, None] * inp["z"] + inp["beta_dot"][:, None] * inp["eps"]
         np.testing.assert_allclose(exp["target"][finite], tgt[finite], rtol=1e-14, atol=1e-14)
@@ -163,18 +178,32 @@ def test_verify_fails_a_wrong_quantity_and_names_the_row(suite_dir: Path) -> Non
     assert verify_suite(suite_dir, wrong, quantities=["divergence"], rtol=1e-4).passed
 
 
-def test_verify_uses_the_tolerance_of_the_returned_dtype(suite_dir: Path) -> None:
+def test_precision_is_asked_not_taken_from_the_returned_dtype(suite_dir: Path) -> None:
     torch = pytest.importorskip("torch", reason="torch not installed (optional extra)")
 
     def f32(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
         out = _fmref_impl(q, case, inputs)
         return None if out is None else torch.from_numpy(np.asarray(out, dtype=np.float32))
 
+    # A float32 answer fails a float64 verification, saying why ...
     rep = verify_suite(suite_dir, f32, quantities=["score", "log_prob"])
+    assert rep.count("fail") == 48 and not rep.passed
+    assert all("returned float32, the check asks for float64" in r.message for r in rep.rows)
+    # ... and passes when float32 is what is asked, at the float32 tolerances.
+    rep = verify_suite(suite_dir, f32, quantities=["score", "log_prob"], precision="float32")
     assert rep.passed
     assert {(r.rtol, r.atol) for r in rep.rows} == {(1e-4, 1e-5)}
-    # Tolerances tighter than float32 rounding (relative 6e-8) fail the same values.
-    assert not verify_suite(suite_dir, f32, quantities=["score"], rtol=1e-9, atol=1e-11).passed
+
+    # Computing in float32 and returning float64 fails the float64 check by its errors.
+    def f32_as_f64(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        low = {k: v.astype(np.float32) for k, v in inputs.items()}
+        out = _fmref_impl(q, case, low)
+        return None if out is None else np.asarray(out, dtype=np.float64)
+
+    rep = verify_suite(suite_dir, f32_as_f64, quantities=["score"])
+    assert rep.count("fail") >= 20 and not rep.passed
+    with pytest.raises(ValueError, match="precision"):
+        verify_suite(suite_dir, f32, precision="float8")
 
 
 @pytest.mark.slow
@@ -407,3 +436,191 @@ def test_an_in_memory_suite_missing_cases_is_refused(suite_dir: Path) -> None:
     partial = vmod.Suite(suite.root, suite.manifest, suite.cases[:1])
     with pytest.raises(ValueError, match="of the schema are missing"):
         verify_suite(partial, _fmref_impl)
+
+
+# -- schema 2: labelled cases, condition estimates, reach ---------------------------------
+def _labelled_impl(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+    """fmref itself on the labelled protocol (plumbing, not formulas)."""
+    from fmref.guidance import CFG
+
+    if "labels" not in case:
+        return None
+    data = GaussianMixture(case["weights"], case["means"], case["covs"], labels=case["labels"])
+    mp = MarginalPath(data, SCHEDULES[case["schedule"]](**case["schedule_params"]))
+    x, t, y = inputs["x"], inputs["t"], inputs["y"]
+    if q == "cfg_vector_field":
+        return CFG(mp, y, case["w"]).vector_field(x, t)
+    name = q.removesuffix("_given_y")
+    return mp.evaluate(x, t, (name,), y=y)[name]
+
+
+def test_labelled_cases_match_dense_conditioning(suite_dir: Path) -> None:
+    suite = load_suite(suite_dir)
+    assert [c.id for c in suite.labelled] == ["labelled-linear", "labelled-cosine", "labelled-vp"]
+    for case in suite.labelled:
+        p, inp, exp = case.params, case.inputs, case.expected
+        assert inp["y"].dtype == np.int64 and set(inp["y"].tolist()) == {0, 1}
+        covs = GaussianMixture(p["weights"], p["means"], p["covs"]).full_covs()
+        sched = SCHEDULES[p["schedule"]](**p["schedule_params"])
+        for i in range(0, inp["t"].shape[0], 5):
+            sv = sched(np.array([inp["t"][i]]))
+            a, b, ad, bd = (
+                float(getattr(sv, k)[0]) for k in ("alpha", "beta", "alpha_dot", "beta_dot")
+            )
+            if not np.isfinite(bd):
+                continue
+            x, y = inp["x"][i], inp["y"][i]
+            mine = p["labels"] == y
+            w_y = p["weights"][mine] / p["weights"][mine].sum()
+            _, u = _dense_score_and_field(p["weights"], p["means"], covs, x, a, b, ad, bd)
+            s_y, u_y = _dense_score_and_field(w_y, p["means"][mine], covs[mine], x, a, b, ad, bd)
+            np.testing.assert_allclose(exp["score_given_y"][i], s_y, rtol=1e-8, atol=1e-8)
+            np.testing.assert_allclose(exp["vector_field_given_y"][i], u_y, rtol=1e-8, atol=1e-8)
+            cfg = (1 - p["w"]) * u + p["w"] * u_y
+            np.testing.assert_allclose(exp["cfg_vector_field"][i], cfg, rtol=1e-8, atol=1e-8)
+            logs = [
+                np.log(wk) + multivariate_normal(a * mu, a * a * c + b * b * np.eye(2)).logpdf(x)
+                for wk, mu, c in zip(p["weights"], p["means"], covs, strict=True)
+            ]
+            gam = np.exp(np.array(logs) - logsumexp(logs))
+            np.testing.assert_allclose(
+                exp["classifier_log_prob"][i], np.log(gam[mine].sum()), rtol=1e-8, atol=1e-8
+            )
+
+
+def test_labelled_cases_verify_when_asked_and_catch_a_guidance_convention(
+    suite_dir: Path,
+) -> None:
+    rep = verify_suite(suite_dir, _labelled_impl, labelled=True)
+    assert rep.count("pass") == 3 * 6 and rep.count("fail") == rep.count("error") == 0
+    # By default only the unlabelled cases are asked (protocol of schema 1 implementations).
+    assert {r.case for r in verify_suite(suite_dir, _fmref_impl).rows} == {
+        c.id for c in load_suite(suite_dir).cases
+    }
+
+    def ho(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        return _labelled_impl(q, {**case, "w": case["w"] + 1.0}, inputs)  # w = 1 + ω slip
+
+    rep = verify_suite(suite_dir, ho, quantities=["cfg_vector_field"])
+    assert rep.count("fail") == 3 and not rep.passed
+    with pytest.raises(ValueError, match="no labelled cases"):
+        verify_suite(V1, _labelled_impl, labelled=True)
+
+
+def _rewrite_manifest(root: Path, edit: Any) -> None:
+    m = json.loads((root / "manifest.json").read_text())
+    edit(m)
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+def test_the_manifest_checks_cover_the_labelled_section(tmp_path: Path, suite_dir: Path) -> None:
+    edits = {
+        "a missing labelled case": (
+            lambda m: m["labelled_cases"].pop(),
+            r"\['labelled-vp'\] of the schema are missing",
+        ),
+        "no labelled section": (lambda m: m.pop("labelled_cases"), "'labelled_cases' missing"),
+        "other labels": (
+            lambda m: m["labelled_cases"][0]["data"].__setitem__("labels", [0, 0, 1, 1]),
+            "needs the labels",
+        ),
+        "no w": (lambda m: m["labelled_cases"][0].pop("w"), "'w' must be a finite number"),
+        "labels on a plain case": (
+            lambda m: m["cases"][0]["data"].__setitem__("labels", [0, 1, 0]),
+            "an unlabelled case has no 'labels'",
+        ),
+    }
+    for what, (edit, match) in edits.items():
+        root = _copy(suite_dir, tmp_path / what.replace(" ", "_"))
+        _rewrite_manifest(root, edit)
+        with pytest.raises(ValueError, match=match):
+            load_suite(root)
+
+
+def test_a_case_file_without_its_condition_estimates_is_refused(
+    tmp_path: Path, suite_dir: Path
+) -> None:
+    from fmref.testing._npzio import npz_bytes
+
+    for cid, drop, match in (
+        ("linear-full", "score_cond", r"lacks arrays \['score_cond'\]"),
+        ("labelled-cosine", "classifier_score_cond", "lacks arrays"),
+        ("linear-full", "tail", r"lacks arrays \['tail'\]"),
+    ):
+        root = _copy(suite_dir, tmp_path / f"{cid}-{drop}")
+        with np.load(root / "cases" / f"{cid}.npz") as z:
+            arrays = {k: z[k] for k in z.files if k != drop}
+        blob = npz_bytes(arrays)
+        (root / "cases" / f"{cid}.npz").write_bytes(blob)
+
+        def rehash(m: dict[str, Any], cid: str = cid, blob: bytes = blob) -> None:
+            for c in (*m["cases"], *m["labelled_cases"]):
+                if c["id"] == cid:
+                    c["sha256"] = sha256(blob)
+
+        _rewrite_manifest(root, rehash)
+        with pytest.raises(ValueError, match=match):
+            load_suite(root)
+
+
+def test_failing_rows_carry_x_the_vectors_and_counts_by_time(suite_dir: Path) -> None:
+    def late(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        out = _fmref_impl(q, case, inputs)
+        bad = (inputs["t"] > 0.98) & (inputs["t"] < 1)  # wrong only near the data end
+        return None if out is None else np.where(bad[:, None], 1.001 * out, out)
+
+    rep = verify_suite(suite_dir, late, quantities=["score"])
+    fails = [r for r in rep.rows if r.status == "fail"]
+    assert len(fails) == 24
+    for r in fails:
+        assert r.x is not None and r.expected is not None and r.actual is not None
+        assert (
+            len(r.x)
+            == len(r.expected)
+            == len(r.actual)
+            == (3 if "diagonal" in r.case or "full" in r.case else 2)
+        )
+        assert r.by_time.startswith("t = 0.99: ") and "t = 0.999: " in r.by_time
+        assert "x = [" in r.message and "failing rows by time" in r.message
+    text = rep.table(failures_only=True)
+    assert "PASS " not in text and text.count("FAIL") == 24 + 1  # the rows and the verdict
+    doc = json.loads(rep.to_json())
+    assert doc["passed"] is False and doc["counts"]["fail"] == 24
+    assert doc["rows"][0]["expected"] == list(fails[0].expected)
+    junit = rep.to_junit()
+    assert junit.count("<testcase ") == 24 and junit.count("<failure ") == 24
+
+
+@pytest.mark.slow
+def test_correct_float32_code_passes_every_suite_and_float64_code_too(suite_dir: Path) -> None:
+    """The 0.1 suite's false alarm (linear-dirac score at t = 0.99 in float32) is gone."""
+    torch = pytest.importorskip("torch", reason="torch not installed (optional extra)")
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "torch_exact_field.py"
+    spec = importlib.util.spec_from_file_location("torch_exact_field", path)
+    assert spec is not None and spec.loader is not None
+    tef = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tef)
+
+    def impl32(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+        f32 = {k: torch.from_numpy(v).float() for k, v in inputs.items()}
+        p = tef.ExactPath(
+            case["schedule"], case["schedule_params"], case["weights"], case["means"], case["covs"]
+        )
+        p.logw, p.mu, p.cov = p.logw.float(), p.mu.float(), p.cov.float()
+        x, t = f32["x"], f32["t"]
+        table = {
+            "log_prob": lambda: p.log_prob(x, t).detach(),
+            "score": lambda: tef._grad(p.log_prob, x, t, "x"),
+            "dlog_prob_dt": lambda: tef._grad(p.log_prob, x, t, "t"),
+            "vector_field": lambda: p.vector_field(x, t).detach(),
+            "divergence": lambda: tef.divergence(p, x, t).detach(),
+            "posterior_mean": lambda: p.x_hat(x, t).detach(),
+        }
+        return table[q]() if q in table else None
+
+    for root in (V1, suite_dir):
+        assert verify_suite(root, impl32, precision="float32").passed
+        assert verify_suite(root, tef.impl).passed
+        assert not verify_suite(root, impl32, quantities=["score"]).passed  # float64 asked

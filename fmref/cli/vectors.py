@@ -17,10 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     manifest = write_suite(args.out, seed=args.seed, per_time=args.per_time, overwrite=args.force)
     suite = load_suite(manifest.parent)
-    rows = sum(c.inputs["t"].shape[0] for c in suite.cases)
+    rows = sum(c.inputs["t"].shape[0] for c in (*suite.cases, *suite.labelled))
     m = suite.manifest
     print(
-        f"wrote {len(suite.cases)} cases ({rows} points) to {manifest.parent} "
+        f"wrote {len(suite.cases)} cases and {len(suite.labelled)} labelled cases ({rows} "
+        f"points) to {manifest.parent} "
         f"(schema {m['schema_version']}, fmref {m['fmref_version']}, seed {m['seed']})"
     )
     return 0

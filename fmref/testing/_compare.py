@@ -1,10 +1,20 @@
 """Compare a user's arrays with fmref's exact values: tolerances, conversion, the failure report.
 
 One module for the comparison that the assert helpers and ``fmref verify`` share: the default
-tolerances by dtype (:data:`TOLERANCES`), moving inputs into the user's array library and the
-results back (:func:`converter`, :func:`back`), the error ratio |actual − expected| /
-(atol + rtol·|expected|) (:func:`compare`), and :func:`check`, which raises ``AssertionError``
-naming the worst point.
+tolerances by dtype (:data:`TOLERANCES`), the precision a test asks for (:func:`asked_precision`,
+:func:`check_precision`), moving inputs into the user's array library and the results back
+(:func:`converter`, :func:`back`), the conditioning allowance (:func:`sensitivity`,
+:func:`allowance`), the error ratio |actual − expected| / (atol + rtol·|expected| + allowance)
+(:func:`compare`), and :func:`check`, which raises ``AssertionError`` naming the worst point
+and counting failures per time.
+
+Conditioning. Where the exact answer is ill-conditioned (a tail point 50 standard deviations
+out, x − α_t x̂ at t = 0.999) no implementation of the requested precision can reproduce it to
+rtol: rounding the inputs alone moves it. The allowance adds, per element,
+``CONDITION_FACTOR · u · sens`` to the tolerance, where u is the unit roundoff of the requested
+precision and sens = Σ_j |∂f/∂a_j| |a_j| over every input coordinate a_j (x, z, ε and t) —
+the change of the exact answer f under a relative perturbation u of each input, estimated by
+central differences in float64. It matters only where sens ≫ |f|; elsewhere rtol dominates.
 """
 
 from __future__ import annotations
@@ -25,6 +35,19 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "float16": (1e-2, 1e-3),
     "bfloat16": (1e-2, 1e-3),
 }
+
+
+#: dtype name → unit roundoff 2^-p (p the significand bits) of that precision.
+UNIT_ROUNDOFF: dict[str, float] = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
+
+#: Allowance per unit roundoff and unit of condition (rounding of the inputs plus a few
+#: roundings inside a backward-stable algorithm).
+CONDITION_FACTOR = 64.0
 
 
 def dtype_name(dtype: Any) -> str:
@@ -51,6 +74,87 @@ def default_tolerance(
 
 
 Converter = Callable[[np.ndarray], Any]
+
+
+def precision_name(precision: Any) -> str:
+    """Return the dtype name of ``precision`` (a name or a dtype of any library), checked."""
+    name = dtype_name(precision) if not isinstance(precision, str) else precision
+    if name not in TOLERANCES:
+        raise ValueError(
+            f"precision must be one of {sorted(TOLERANCES)} (or such a dtype), got {precision!r}"
+        )
+    return name
+
+
+def asked_precision(precision: Any, like: Any, sample: Any) -> str:
+    """The precision a test asks for: ``precision=``, else ``like``'s dtype, else the inputs'.
+
+    ``sample`` is an input as handed to the user (after ``to_impl``); NumPy inputs are float64.
+    Never the dtype the implementation returns: a float32 result cannot pass a float64 test.
+    """
+    if precision is not None:
+        return precision_name(precision)
+    src = like if like is not None else sample
+    name = dtype_name(getattr(src, "dtype", "float64"))
+    return name if name in TOLERANCES else "float32"
+
+
+def check_precision(name: str, out: Any, asked: str) -> None:
+    """Raise ``AssertionError`` if ``out`` has a lower precision than the test asks for."""
+    got = dtype_name(getattr(out, "dtype", "float64"))
+    if UNIT_ROUNDOFF.get(got, UNIT_ROUNDOFF["float32"]) > UNIT_ROUNDOFF[asked]:
+        raise AssertionError(
+            f"{name}: the result is {got} but the test asks for {asked} (from like= or "
+            f"precision=); compute in {asked}, or ask for {got} with precision={got!r} to be "
+            f"judged at {got} tolerances"
+        )
+
+
+def sensitivity(
+    f: Callable[..., np.ndarray], inputs: Sequence[np.ndarray], time_index: int | None = None
+) -> np.ndarray:
+    """Σ_j |∂f/∂a_j|·|a_j| per element of f(*inputs), by central differences in float64.
+
+    ``inputs`` are (n,) or (n, d) float64 arrays; ``inputs[time_index]`` is t, kept in [0, 1]
+    (one-sided at the ends), whose term is |∂f/∂t|·max(t, 1 − t). Non-finite differences (an
+    undefined quantity) count as 0.
+    """
+    h = 2.0**-20
+    base = [np.asarray(a, dtype=np.float64) for a in inputs]
+    total: np.ndarray | None = None
+    for i, a in enumerate(base):
+        cols = [None] if a.ndim == 1 else list(range(a.shape[1]))
+        for j in cols:
+            v = a if j is None else a[:, j]
+            # t and 1 − t both carry a relative rounding error (schedules use either).
+            mag = np.maximum(np.abs(v), np.abs(1.0 - v)) if i == time_index else np.abs(v)
+            step = h * mag
+            hi, lo = v + step, v - step
+            if i == time_index:
+                hi, lo = np.minimum(hi, 1.0), np.maximum(lo, 0.0)
+            width = hi - lo
+            vals = []
+            for moved in (hi, lo):
+                args = [b.copy() for b in base]
+                if j is None:
+                    args[i] = moved
+                else:
+                    args[i][:, j] = moved
+                vals.append(np.asarray(f(*args), dtype=np.float64))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shape = (-1,) + (1,) * (vals[0].ndim - 1)
+                w = np.where(width > 0, width, 1.0).reshape(shape)
+                der = np.abs(vals[0] - vals[1]) / w * mag.reshape(shape)
+            der = np.where(np.isfinite(der) & (width > 0).reshape(shape), der, 0.0)
+            total = der if total is None else total + der
+    if total is None:
+        raise ValueError("inputs must be nonempty")
+    return total
+
+
+def allowance(sens: np.ndarray, precision: str) -> np.ndarray:
+    """The conditioning term of the tolerance: CONDITION_FACTOR · u(precision) · sens."""
+    return CONDITION_FACTOR * UNIT_ROUNDOFF.get(precision, UNIT_ROUNDOFF["float32"]) * sens
 
 
 def converter(like: Any = None, to_impl: Converter | None = None) -> Converter:
@@ -94,16 +198,42 @@ class Comparison:
     column: int | None
 
 
-def compare(
-    actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float, q: float = 1.0
-) -> Comparison:
-    """Compare arrays of equal shape (n,) or (n, d); non-finite actual values count as inf."""
+def ratios(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    rtol: float,
+    atol: float,
+    extra: np.ndarray | None = None,
+) -> np.ndarray:
+    """|actual − expected| / (atol + rtol·|expected| + extra) elementwise.
+
+    A non-finite actual value where the expected one is finite is inf (never hidden by a
+    tolerance); an actual equal to the expected (including ±inf) is 0.
+    """
+    tol = atol + rtol * np.abs(expected)
+    if extra is not None:
+        tol = tol + extra
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(actual - expected)
-        ratio = err / (atol + rtol * np.abs(expected))
+        ratio = err / tol
     ratio = np.where(np.isfinite(actual), ratio, np.inf)
     ratio = np.where(np.isnan(ratio), np.inf, ratio)  # 0/0 (zero tolerance, zero error) stays 0
-    ratio = np.where((err == 0) & np.isfinite(actual), 0.0, ratio)
+    return np.where((err == 0) | (actual == expected), 0.0, ratio)
+
+
+def compare(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    rtol: float,
+    atol: float,
+    q: float = 1.0,
+    extra: np.ndarray | None = None,
+) -> Comparison:
+    """Compare arrays of equal shape (n,) or (n, d); non-finite actual values count as inf.
+
+    ``extra``: a per-element addition to the tolerance (the conditioning :func:`allowance`).
+    """
+    ratio = ratios(actual, expected, rtol, atol, extra)
     flat = int(np.argmax(ratio))
     if ratio.ndim == 1:
         row, col = flat, None
@@ -123,7 +253,7 @@ def fmt(a: np.ndarray, limit: int = 6) -> str:
 
 
 #: Default times of :func:`fmref.testing.assert_quantity_close` (less undefined ones).
-DEFAULT_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_TIMES = (0.0, 1e-3, 1e-2, 0.25, 0.5, 0.75, 0.99, 0.999, 1.0)
 
 
 def check_n(n: Any) -> int:
@@ -154,28 +284,32 @@ def user_inputs(conv: Converter, a: np.ndarray) -> tuple[Any, np.ndarray]:
     return u, back(u, "the converter", a.shape)
 
 
-def _fail(
-    name: str,
-    cmp: Any,
-    rtol: float,
-    atol: float,
-    quantile: float,
-    m: int,
-    ctx: str,
-    expected: np.ndarray,
-    actual: np.ndarray,
-    ratios_over: int,
-) -> None:
-    i, j = cmp.row, cmp.column
-    comp = "" if j is None else f" in component {j}"
-    rule = "max" if quantile == 1.0 else f"{quantile:g}-quantile over points"
-    raise AssertionError(
-        f"{name}: {ratios_over} of {m} points exceed the tolerance (rtol={rtol:g}, atol={atol:g},"
-        f" criterion: {rule} of the error ratio ≤ 1); worst point is row {i}:\n"
-        f"  {ctx}\n"
-        f"  expected = {fmt(expected[i])}\n"
-        f"  actual   = {fmt(actual[i])}\n"
-        f"  |actual − expected| / (atol + rtol·|expected|) = {cmp.ratio:.3g}{comp}"
+def per_time_counts(bad: np.ndarray, t: np.ndarray) -> str:
+    """ "t = 0.99: 3/64, t = 0.999: 64/64" for the times with a failing row (rows by time)."""
+    parts = []
+    for tv in np.unique(t):
+        at = t == tv
+        k = int(np.sum(bad[at]))
+        if k:
+            parts.append(f"t = {tv:.6g}: {k}/{int(np.sum(at))}")
+    return ", ".join(parts)
+
+
+def _precision_hint(actual: np.ndarray, expected: np.ndarray, precision: str | None) -> str:
+    """Say so when a float64 test fails by errors of float32 size (float32 arithmetic)."""
+    if precision != "float64":
+        return ""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.abs(actual - expected) / np.maximum(np.abs(expected), 1e-300)
+    rel = rel[np.isfinite(rel) & (np.abs(expected) > 1e-6)]
+    if rel.size == 0:
+        return ""
+    med = float(np.median(rel))
+    if not 1e-9 < med < TOLERANCES["float32"][0]:
+        return ""
+    return (
+        f"\n  the median relative error {med:.2g} is float32 rounding: is fn computing in "
+        "float32? (the test asks for float64)"
     )
 
 
@@ -187,15 +321,37 @@ def check(
     atol: float,
     quantile: float,
     ctx: Callable[[int], str],
+    *,
+    t: np.ndarray | None = None,
+    extra: np.ndarray | None = None,
+    precision: str | None = None,
 ) -> None:
     """Raise ``AssertionError`` at the worst row (``ctx(row)`` describes it) unless the
-    ``quantile`` of |actual − expected| / (atol + rtol·|expected|) over rows is ≤ 1."""
-    a2 = actual.reshape(actual.shape[0], -1) if actual.ndim > 2 else actual
-    e2 = expected.reshape(expected.shape[0], -1) if expected.ndim > 2 else expected
-    cmp = compare(a2, e2, rtol, atol, quantile)
+    ``quantile`` of |actual − expected| / (atol + rtol·|expected| + extra) over rows is ≤ 1.
+
+    ``t`` (per row) adds the count of failing rows at each time to the message; ``extra`` is
+    the conditioning :func:`allowance`; ``precision`` the precision the test asks for.
+    """
+    n = actual.shape[0]
+    a2 = actual.reshape(n, -1) if actual.ndim != 2 else actual
+    e2 = expected.reshape(n, -1) if expected.ndim != 2 else expected
+    x2 = None if extra is None else extra.reshape(n, -1)
+    cmp = compare(a2, e2, rtol, atol, quantile, x2)
     if cmp.quantile_ratio <= 1.0:
         return
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.abs(a2 - e2) <= atol + rtol * np.abs(e2))
-    over = int(np.sum(bad if bad.ndim == 1 else bad.any(axis=1)))
-    _fail(name, cmp, rtol, atol, quantile, a2.shape[0], ctx(cmp.row), e2, a2, over)
+    bad = np.asarray((ratios(a2, e2, rtol, atol, x2) > 1.0).any(axis=1))
+    i, j = cmp.row, cmp.column
+    comp = "" if j is None or a2.shape[1] == 1 else f" in component {j}"
+    rule = "max" if quantile == 1.0 else f"{quantile:g}-quantile over points"
+    cond = "" if extra is None else " + conditioning allowance"
+    slices = "" if t is None else f"\n  failing points by time: {per_time_counts(bad, t)}"
+    raise AssertionError(
+        f"{name}: {int(bad.sum())} of {n} points exceed the tolerance (rtol={rtol:g}, "
+        f"atol={atol:g}{cond}, criterion: {rule} of the error ratio ≤ 1); worst point is row {i}:\n"
+        f"  {ctx(i)}\n"
+        f"  expected = {fmt(e2[i])}\n"
+        f"  actual   = {fmt(a2[i])}\n"
+        f"  |actual − expected| / (atol + rtol·|expected|{' + allowance' if cond else ''})"
+        f" = {cmp.ratio:.3g}{comp}"
+        f"{slices}{_precision_hint(a2, e2, precision)}"
+    )

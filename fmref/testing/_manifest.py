@@ -16,14 +16,25 @@ import math
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._files import read_bytes
+from ..marginals import Quantity
 from ..mixtures import GaussianMixture
-from ._cases import INPUTS, OUTPUTS, SUITE_MIXTURES, SUITE_SCHEDULES
+from ._cases import (
+    COND_SUFFIX,
+    INPUTS,
+    LABELLED_LABELS,
+    LABELLED_MIXTURE,
+    LABELLED_SCHEDULES,
+    OUTPUTS,
+    SUITE_MIXTURES,
+    SUITE_SCHEDULES,
+)
 from ._compare import TOLERANCES
 
 MANIFEST = "manifest.json"
@@ -40,6 +51,16 @@ def case_id(schedule: str, kind: str) -> str:
 def schema_cases() -> dict[str, tuple[str, dict[str, float], str]]:
     """Return id → (schedule name, schedule params, mixture kind) of every case of the schema."""
     return {case_id(s, k): (s, p, k) for s, p in SUITE_SCHEDULES for k in SUITE_MIXTURES}
+
+
+def labelled_case_id(schedule: str) -> str:
+    """Return the id of the labelled case of ``schedule`` (schema version 2)."""
+    return f"labelled-{schedule}"
+
+
+def schema_labelled_cases() -> dict[str, tuple[str, dict[str, float], str]]:
+    """Return id → (schedule name, params, mixture kind) of every labelled case (schema 2)."""
+    return {labelled_case_id(s): (s, p, "full") for s, p in LABELLED_SCHEDULES}
 
 
 def read_manifest(root: Path) -> Any:
@@ -95,15 +116,18 @@ def check_tolerances(tolerances: Any, root: Path) -> dict[str, tuple[float, floa
     return out
 
 
-def check_cases(cases: Any, root: Path, *, ids_only: bool = False) -> None:
+def check_cases(cases: Any, root: Path, *, ids_only: bool = False, labelled: bool = False) -> None:
     """Refuse a case list that is not exactly the schema's, or a malformed entry.
 
     ``ids_only``: check the ids alone (for a :class:`~fmref.testing.Suite` built in memory).
+    ``labelled``: the list is the ``labelled_cases`` section (schema 2): each mixture must
+    carry the schema's labels and the entry a CFG weight ``w``.
     """
     need = _Bad(root)
-    need(isinstance(cases, list), "'cases' missing")
-    need(all(isinstance(c, dict) for c in cases), "every case entry must be an object")
-    schema = schema_cases()
+    section = "labelled_cases" if labelled else "cases"
+    need(isinstance(cases, list), f"'{section}' missing")
+    need(all(isinstance(c, dict) for c in cases), f"every {section} entry must be an object")
+    schema = schema_labelled_cases() if labelled else schema_cases()
     ids = [c.get("id") for c in cases]
     need(all(isinstance(i, str) for i in ids), "every case needs a string 'id'")
     need(len(set(ids)) == len(ids), "a case is listed twice")
@@ -125,6 +149,17 @@ def check_cases(cases: Any, root: Path, *, ids_only: bool = False) -> None:
         need(c.get("schedule_params") == sparams, f"case {cid!r} must have params {sparams}")
         data = c.get("data")
         need(isinstance(data, dict) and data.get("kind") == kind, f"case {cid!r}: 'data'")
+        labels = data.get("labels")
+        if labelled:
+            need(
+                labels == list(LABELLED_LABELS),
+                f"case {cid!r}: 'data' needs the labels {list(LABELLED_LABELS)}",
+            )
+            w = c.get("w")
+            ok_w = isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+            need(ok_w and w >= 0, f"case {cid!r}: 'w' must be a finite number >= 0")
+        else:
+            need(labels is None, f"case {cid!r}: an unlabelled case has no 'labels'")
         try:
             mix = GaussianMixture(
                 np.asarray(data["weights"], dtype=np.float64),
@@ -133,9 +168,10 @@ def check_cases(cases: Any, root: Path, *, ids_only: bool = False) -> None:
             )
         except (KeyError, TypeError, ValueError) as exc:
             need(False, f"case {cid!r} has an invalid mixture: {exc}")
+        size = LABELLED_MIXTURE if labelled else SUITE_MIXTURES[kind]
         need(
-            mix.kind == kind and (mix.weights.shape[0], mix.dim) == SUITE_MIXTURES[kind],
-            f"case {cid!r}: a {kind} mixture of (k, d) = {SUITE_MIXTURES[kind]} expected",
+            mix.kind == kind and (mix.weights.shape[0], mix.dim) == size,
+            f"case {cid!r}: a {kind} mixture of (k, d) = {size} expected",
         )
         n, dim = c.get("n"), c.get("dim")
         need(
@@ -144,11 +180,24 @@ def check_cases(cases: Any, root: Path, *, ids_only: bool = False) -> None:
         )
 
 
-def check_arrays(arrays: dict[str, np.ndarray], entry: dict[str, Any], root: Path) -> None:
-    """Refuse a case file that lacks or adds arrays, or whose arrays break the schema."""
+def check_arrays(
+    arrays: dict[str, np.ndarray],
+    entry: dict[str, Any],
+    root: Path,
+    *,
+    inputs: Mapping[str, str] = INPUTS,
+    outputs: Mapping[str, Quantity] = OUTPUTS,
+    cond: bool = True,
+) -> None:
+    """Refuse a case file that lacks or adds arrays, or whose arrays break the schema.
+
+    ``inputs``/``outputs``: the section's (version 1: no tail marker); ``cond``: each output
+    must come with its ``<output>_cond`` condition estimate (schema 2), finite and ≥ 0.
+    """
     need = _Bad(root)
     rel, n, d = entry["file"], entry["n"], entry["dim"]
-    want = (*INPUTS, *OUTPUTS)
+    conds = tuple(q + COND_SUFFIX for q in outputs) if cond else ()
+    want = (*inputs, *outputs, *conds)
     missing = [k for k in want if k not in arrays]
     need(not missing, f"{rel} lacks arrays {missing}")
     extra = sorted(set(arrays) - set(want))
@@ -157,16 +206,26 @@ def check_arrays(arrays: dict[str, np.ndarray], entry: dict[str, Any], root: Pat
     need(not bad, f"{rel} has non-float64 arrays {bad}")
     # INPUTS describes each input's shape in words: "(n, d)" for points, else one per row.
     shapes: dict[str, tuple[int, ...]] = {
-        k: (n, d) if "(n, d)" in desc else (n,) for k, desc in INPUTS.items()
+        k: (n, d) if "(n, d)" in desc else (n,) for k, desc in inputs.items()
     }
-    shapes.update({k: q.dims(n, d, 0) for k, q in OUTPUTS.items()})
+    shapes.update({k: q.dims(n, d, 0) for k, q in outputs.items()})
+    shapes.update({k + COND_SUFFIX: q.dims(n, d, 0) for k, q in outputs.items() if cond})
     wrong = [f"{k} {arrays[k].shape}" for k in want if arrays[k].shape != shapes[k]]
     need(not wrong, f"{rel}: arrays of the wrong shape (n={n}, d={d}): {wrong}")
-    for k in INPUTS:
+    for k in inputs:
         a = arrays[k]
         ok = not np.isnan(a).any() and (k == "beta_dot" or np.isfinite(a).all())
         need(ok, f"{rel}: input {k!r} must be finite (only beta_dot may be +inf)")
-    for k in OUTPUTS:
+    for k in ("tail", "y"):
+        if k in inputs:
+            a = arrays[k]
+            need(bool(np.all(a == np.round(a))), f"{rel}: input {k!r} must hold integers")
+    if "tail" in inputs:
+        need(bool(np.all((arrays["tail"] == 0) | (arrays["tail"] == 1))), f"{rel}: 'tail' is 0/1")
+    for k in conds:
+        a = arrays[k]
+        need(bool(np.all(np.isfinite(a) & (a >= 0))), f"{rel}: {k!r} must be finite and >= 0")
+    for k in outputs:
         defined = np.isfinite(arrays[k]).reshape(n, -1).all(axis=1)
         need(
             bool(defined.any()),
@@ -187,8 +246,10 @@ def written_by_fmref(folder: Path, schema: str) -> bool:
         manifest = read_manifest(folder)
         if not isinstance(manifest, dict) or manifest.get("schema") != schema:
             return False
-        cases = manifest.get("cases")
-        entries = cases if isinstance(cases, list) else []
+        entries = []
+        for section in ("cases", "labelled_cases"):
+            cases = manifest.get(section)
+            entries += cases if isinstance(cases, list) else []
         listed = {c.get("file") for c in entries if isinstance(c, dict)}
         if set(os.listdir(folder)) - {MANIFEST, "cases"}:
             return False
