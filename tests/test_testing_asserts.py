@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import subprocess
@@ -291,7 +290,6 @@ def test_eight_gaussians_points_have_non_negligible_density() -> None:
 
 
 # -- reach: the default design catches the known escapes; correct code passes ------------------
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "torch_exact_field.py"
 
 
 def _vectorised_field(
@@ -436,11 +434,9 @@ def test_precision_comes_from_like_not_from_the_result() -> None:
 
 def _torch_example() -> Any:
     torch = pytest.importorskip("torch", reason="torch not installed (optional extra)")
-    spec = importlib.util.spec_from_file_location("torch_exact_field", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return torch, mod
+    from fmref.testing import torch_reference
+
+    return torch, torch_reference
 
 
 @pytest.mark.slow

@@ -595,13 +595,7 @@ def test_failing_rows_carry_x_the_vectors_and_counts_by_time(suite_dir: Path) ->
 def test_correct_float32_code_passes_every_suite_and_float64_code_too(suite_dir: Path) -> None:
     """The 0.1 suite's false alarm (linear-dirac score at t = 0.99 in float32) is gone."""
     torch = pytest.importorskip("torch", reason="torch not installed (optional extra)")
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "torch_exact_field.py"
-    spec = importlib.util.spec_from_file_location("torch_exact_field", path)
-    assert spec is not None and spec.loader is not None
-    tef = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tef)
+    from fmref.testing import torch_reference as tef
 
     def impl32(q: str, case: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
         f32 = {k: torch.from_numpy(v).float() for k, v in inputs.items()}
