@@ -150,3 +150,13 @@ def test_sampler_must_be_callable() -> None:
 def test_wrong_output_shape_is_named() -> None:
     with pytest.raises(AssertionError, match=r"returned ndarray of shape \(32,\)"):
         assert_sampler_close(lambda f, x0, s: x0[:, 0])
+
+
+def test_time_off_the_protocol_is_named() -> None:
+    def column_t(field: Any, x0: np.ndarray, steps: int) -> np.ndarray:
+        return x0 + field(x0, np.zeros((x0.shape[0], 1)))
+
+    with pytest.raises(
+        AssertionError, match=r"t of shape \(32, 1\).*protocol is t of shape \(32,\)"
+    ):
+        assert_sampler_close(column_t, steps=1)
