@@ -48,6 +48,8 @@ from .asserts import (
     assert_score_close,
     assert_vector_field_close,
 )
+from .likelihood_check import LIKELIHOOD_TOLERANCES, assert_flow_likelihood_close
+from .sampler_check import assert_sampler_close, sampler_test_marginal
 from .vectors import (
     SCHEMA_VERSION,
     Suite,
@@ -59,6 +61,7 @@ from .vectors import (
 )
 
 __all__ = [
+    "LIKELIHOOD_TOLERANCES",
     "SCHEMA_VERSION",
     "TOLERANCES",
     "Suite",
@@ -66,13 +69,16 @@ __all__ = [
     "VerifyRow",
     "assert_cfg_close",
     "assert_conditional_path_close",
+    "assert_flow_likelihood_close",
     "assert_log_likelihood_close",
     "assert_quantity_close",
+    "assert_sampler_close",
     "assert_score_close",
     "assert_vector_field_close",
     "default_tolerance",
     "load_suite",
     "oracle_mixture",
+    "sampler_test_marginal",
     "strategies",
     "verify_suite",
     "write_suite",
