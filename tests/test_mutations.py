@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _mutants import MUTANTS, SAMPLER_METHODS, Impl  # noqa: E402
 
 import fmref  # noqa: E402
-from fmref.mixtures import random_mixture  # noqa: E402
 from fmref.testing import (  # noqa: E402
     assert_conditional_path_close,
     assert_flow_likelihood_close,
@@ -38,12 +37,14 @@ from fmref.testing import (  # noqa: E402
     assert_sampler_close,
     assert_score_close,
     assert_vector_field_close,
+    oracle_mixture,
 )
 
 pytestmark = pytest.mark.slow
 
-#: The marginal a user would take: fmref's random mixture at its defaults, Linear schedule.
-MP = fmref.MarginalPath(random_mixture(3, 2), fmref.Linear())
+#: The marginal of the documented default test design: oracle_mixture (unequal weights, full
+#: covariances), Linear schedule.
+MP = fmref.MarginalPath(oracle_mixture(2), fmref.Linear())
 
 _TAILS = "issue 10, 'a default test design with reach': tail points far from every mode"
 _ENDS = "issue 10, 'a default test design with reach': times near both ends (1e-3, 0.99, 0.999)"
@@ -57,11 +58,7 @@ _PRECISION = (
 )
 
 #: Mutants the documented defaults miss before the other items of issue 10 land: bug → reason.
-ESCAPES: dict[str, str] = {
-    "lse_no_max": _TAILS,
-    "weights_ignored": _WEIGHTS,
-    "float32_inside": _PRECISION,
-}
+ESCAPES: dict[str, str] = {}
 
 
 def impl(bug: str | None = None) -> Impl:
@@ -154,12 +151,10 @@ def test_mutant_is_caught_by_a_default_check(bug: str) -> None:
     assert caught, f"mutant {bug!r} ({MUTANTS[bug]}) passes every documented default check"
 
 
-@pytest.mark.xfail(strict=True, reason=_ENDS)
 @pytest.mark.parametrize("bug", ["late_branch", "early_branch"])
 def test_end_branches_are_caught_by_the_field_check(bug: str) -> None:
-    # Today only the likelihood check sees these, because the implementation's own RK4
-    # stages fall into the windows 0 < t < 0.02 and 0.98 < t < 1; the field check at the
-    # default times 0, ¼, ½, ¾, 1 does not.
+    # The default times include 1e-3, 1e-2, 0.99 and 0.999, so the field check itself sees
+    # a branch wrong only in 0 < t < 0.02 or 0.98 < t < 1 (not only the likelihood's stages).
     with pytest.raises(AssertionError):
         assert_vector_field_close(impl(bug).vector_field, MP, like=_like(torch.float64))
 

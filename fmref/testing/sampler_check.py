@@ -33,6 +33,7 @@ from ..marginals import MarginalPath
 from ..mixtures import GaussianMixture, rng_from
 from ..samplers import METHODS, integrate
 from ..schedules import Linear
+from ._cases import oracle_mixture
 from ._compare import (
     Converter,
     back,
@@ -53,19 +54,12 @@ ORDER_STEPS = (4, 8, 16, 32)
 def sampler_test_marginal() -> MarginalPath:
     """Return the default marginal path of :func:`assert_sampler_close`.
 
-    Three components in d = 2 with unequal weights (0.5, 0.3, 0.2) and full, anisotropic
-    covariances, on the Linear schedule: a weight or covariance slip in the field the sampler
-    sees would change x1, and the field is curved enough that the methods differ at 8 steps.
+    The testing kit's one default mixture, :func:`~fmref.testing.oracle_mixture` in d = 2
+    (unequal weights, full anisotropic covariances), on the Linear schedule: a weight or
+    covariance slip in the field the sampler sees would change x1, and the field is curved
+    enough that the methods differ at 8 steps.
     """
-    covs = np.array(
-        [
-            [[0.6, 0.25], [0.25, 0.3]],
-            [[0.2, -0.1], [-0.1, 0.5]],
-            [[0.4, 0.0], [0.0, 0.15]],
-        ]
-    )
-    means = np.array([[1.5, -0.5], [-1.0, 1.2], [0.3, -1.8]])
-    return MarginalPath(GaussianMixture([0.5, 0.3, 0.2], means, covs), Linear())
+    return MarginalPath(oracle_mixture(2), Linear())
 
 
 def _gaussian_for_order(marginal: MarginalPath) -> MarginalPath:
