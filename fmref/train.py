@@ -239,15 +239,14 @@ def _labelled_minibatch(
         drop = g.random(batch) < p_uncond
         x = np.asarray(marginal.sample(batch, t, rng=g, y=y))
         # A dropped label leaves x ~ p_t(· | y) with y ~ π_y, i.e. x ~ p_t: target u_t(x).
-        target = np.where(
-            drop[:, None], marginal.vector_field(x, t), marginal.vector_field(x, t, y=y)
-        )
+        u = np.asarray(marginal.vector_field(x, t))
+        target = np.where(drop[:, None], u, np.asarray(marginal.vector_field(x, t, y=y)))
         return x, t, target, np.where(drop, null, y)
     z, comp = data.sample(batch, rng=g, return_components=True)
     drop = g.random(batch) < p_uncond
     t = g.random(batch)
     ps = marginal.path.draw(z, t, rng=g)
-    return ps.x, t, ps.target, np.where(drop, null, data.labels[comp])
+    return ps.x, t, ps.target, np.where(drop, null, np.asarray(data.labels)[comp])
 
 
 def _check_labels(model: Any, marginal: MarginalPath, config: TrainConfig) -> int | None:
