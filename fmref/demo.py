@@ -57,12 +57,12 @@ GUIDANCE_DEFAULTS: dict[str, Any] = {
     "objective": None,
     "steps": 6000,
     "batch": 256,
-    "width": 128,
+    "width": 64,
     "depth": 3,
     "lr": 2e-3,
     "seed": 0,
-    "eval_n": 20000,
-    "samples": 1000,
+    "eval_n": 10000,
+    "samples": 500,
     "ode_steps": 100,
     "p_uncond": 0.2,
     "embedding_dim": 8,
@@ -224,8 +224,8 @@ def measure(
     gap = cfm.samples - fm.samples - floor.samples
     m = o["samples"]
     ode = dict(method="rk4", steps=o["ode_steps"])
-    gen = sample(model, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
-    ref = sample(mp.vector_field, m, np.random.default_rng([seed, 4]), marginal=mp, **ode)
+    gen = sample(model, m, rng=np.random.default_rng([seed, 4]), marginal=mp, **ode)
+    ref = sample(mp.vector_field, m, rng=np.random.default_rng([seed, 4]), marginal=mp, **ode)
     z = mp.data.sample(m, rng=np.random.default_rng([seed, 5]))
 
     def mean_se(a: Any) -> tuple[float, float]:
