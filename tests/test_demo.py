@@ -179,6 +179,7 @@ def test_guidance_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[
             assert sum(r[key]["mode_freq"]) == pytest.approx(1.0, rel=0, abs=1e-12)
             assert 0 <= r[key]["in_class"] <= 1
         assert math.isfinite(r["kl_learned"]) and math.isfinite(r["relative_fm_loss"])
+        assert r["flow_map_error"] > 0
     for row in ("∅", "y = 0", "y = 1", "w = 1:", "w = 3:", "learned", "exact", "wrote"):
         assert row in printed, row
     assert f"{s['unconditional']['relative_fm_loss']:.5f}" in printed

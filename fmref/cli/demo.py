@@ -176,8 +176,8 @@ def _cfg_row(r: dict[str, Any], key: str) -> str:
     freq = " ".join(f"{v:.3f}" for v in st["mode_freq"])
     kl, se = r[f"kl_{key}"], r[f"kl_{key}_stderr"]
     return (
-        f"    {key:<8}{kl:8.3f} ± {se:.3f}  {freq:<26}{st['in_class']:7.3f}"
-        f"{st['mean_log_p_data_given_y']:10.3f}"
+        f"    {key:<8}{kl:8.3f} ± {se:.3f}     {freq:<26}{st['in_class']:7.3f}"
+        f"{st['mean_log_p_data_given_y']:13.3f}"
     )
 
 
@@ -207,14 +207,14 @@ def guidance_report_lines(s: dict[str, Any], out: Path) -> list[str]:
     lines += [
         f"  classifier-free guidance to y = {s['guidance_class']} (p_data(·|y) mode weights "
         f"{weights}; {s['samples']} ODE samples, RK4 {s['ode']['steps']} steps):",
-        f"    {'':<8}{'KL(ρ^w ‖ q^w_1) ± se':>18}  {'mode frequencies':<26}"
-        f"{'in y':>7}{'log p(x|y)':>10}",
+        f"    {'':<8}{'KL(ρ^w ‖ q^w_1) ± se':<21}{'mode frequencies':<26}"
+        f"{'in y':>7}{'log p(x|y)':>13}",
     ]
     for r in s["cfg"]:
         lines.append(
             f"  w = {r['w']:g}: learned vs exact CFG field, relative FM loss "
-            f"{r['relative_fm_loss']:.5f} ± {r['relative_fm_loss_stderr']:.5f}; energy "
-            f"distance of the samples {r['energy_distance_learned_exact']:.4f}"
+            f"{r['relative_fm_loss']:.5f} ± {r['relative_fm_loss_stderr']:.5f}; "
+            f"E|X̃_1 − X_1| {r['flow_map_error']:.3f} ± {r['flow_map_error_stderr']:.3f}"
         )
         lines += [_cfg_row(r, "exact"), _cfg_row(r, "learned")]
     lines.append(
