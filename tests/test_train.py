@@ -491,3 +491,14 @@ def test_cfg_training_refuses_mismatched_labels() -> None:
         train(labelled_net(), linear_mp(), TrainConfig(steps=2, **SMALL))
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\)"):
         train(labelled_net(n_classes=1), labelled_mp, TrainConfig(steps=2, **SMALL))
+
+
+def test_cfg_training_on_every_backend(backend: Any) -> None:
+    """Labels and label dropout reach the model alike in every namespace."""
+    like = backend.asarray(np.zeros(1))
+    mp = MarginalPath(two_classes(), Linear())
+    cfg = TrainConfig(steps=8, objective="linear", p_uncond=0.3, **SMALL)
+    ref = train(labelled_net(), mp, cfg)
+    got = train(labelled_net(like=like), mp, cfg)
+    for p, q in zip(ref.model.params, got.model.params, strict=True):
+        np.testing.assert_allclose(backend.to_numpy(q), p, rtol=1e-8, atol=1e-10)
