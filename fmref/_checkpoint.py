@@ -150,8 +150,11 @@ def _parse(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         if not isinstance(doc[key], dict):
             raise ValueError(f"meta {key!r} must be an object, got {type(doc[key]).__name__}")
     marginal = doc["marginal"]
-    if set(marginal) != _MARGINAL or not isinstance(marginal["schedule"], str):
-        raise ValueError(f"meta 'marginal' must have exactly the keys {sorted(_MARGINAL)}")
+    if set(marginal) - {"labels"} != _MARGINAL or not isinstance(marginal["schedule"], str):
+        raise ValueError(
+            f"meta 'marginal' must have exactly the keys {sorted(_MARGINAL)} "
+            "(and 'labels' for labelled data)"
+        )
     rng_from_state(doc["rng_state"])
     _check_evaluations(doc["evaluations"], step)
     used: set[str] = set()

@@ -1,6 +1,7 @@
 """The MLP's building blocks, each backward beside its forward (micrograd style).
 
-``Dense`` is the affine layer y = x W + b (W stored (in, out)); an activation's ``forward``
+``Dense`` is the affine layer y = x W + b (W stored (in, out)); ``Embedding`` the lookup
+e = E[y] of integer labels (rows of a learned table); an activation's ``forward``
 saves what its ``derivative`` needs, and ``backward`` multiplies the incoming gradient by it.
 Arrays passed as ``z`` or ``g`` are owned by the caller and may be overwritten: the model
 always passes fresh temporaries, which saves a copy per layer.
@@ -13,9 +14,9 @@ from typing import Any, ClassVar, final
 
 import numpy as np
 
-from ._xp import Array, Namespace, is_numpy
+from ._xp import Array, Namespace, device, is_numpy
 
-__all__ = ["ACTIVATIONS", "Dense"]
+__all__ = ["ACTIVATIONS", "Dense", "Embedding"]
 
 
 @final
@@ -32,6 +33,26 @@ class Dense:
     def backward(x: Array, w: Array, g: Array, xp: Namespace, input_grad: bool) -> tuple:
         """Given g = ∂L/∂y return (∂L/∂x or None, ∂L/∂W = xᵀ g, ∂L/∂b = Σ_rows g)."""
         return (g @ w.T if input_grad else None), x.T @ g, xp.sum(g, axis=0)
+
+
+@final
+class Embedding:
+    """Lookup layer e_r = E[y_r] of a table E of shape (rows, e), one integer label per row."""
+
+    @staticmethod
+    def forward(table: Array, labels: Array, xp: Namespace) -> Array:
+        return xp.take(table, labels, axis=0)
+
+    @staticmethod
+    def backward(table: Array, labels: Array, g: Array, xp: Namespace) -> Array:
+        """Given g = ∂L/∂e (n, e) return ∂L/∂E = Σ_r 1[y_r = j] g_r per row j of the table.
+
+        The scatter-add is a one-hot matrix product: the array API has no indexed add, and
+        the table has only a handful of rows.
+        """
+        rows = xp.arange(table.shape[0], device=device(g))
+        onehot = xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(rows, (1, -1)), g.dtype)
+        return onehot.T @ g
 
 
 def _tanh_inplace(a: Array, xp: Namespace) -> Array:

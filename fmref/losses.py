@@ -21,7 +21,7 @@ from typing import Any, final
 
 import numpy as np
 
-from ._check import check_choice, check_float, check_int, check_rng
+from ._check import check_callable, check_choice, check_float, check_int, check_rng
 from ._xp import Array, Namespace, device, from_numpy, namespace, to_numpy
 from .marginals import MarginalPath
 from .paths import PathSample
@@ -140,17 +140,23 @@ def fm_loss(
     bins: int = 10,
     like: Any = None,
     reduction: str = "sum",
+    reference: Field | None = None,
 ) -> LossEstimate:
     """Estimate L_FM = E_{t, x~p_t} ||u^θ_t(x) − u_t(x)||² against the exact marginal field.
 
     Also the relative loss L_FM / E||u_t(x)||², whose standard error comes from the delta
     method on the ratio of two means (same draws). ``field(x, t)`` takes x (n, d) and t (n,)
     and returns (n, d); draws are float64 NumPy, or of ``like``'s namespace and dtype.
+    ``reference(x, t)``, when given, replaces u_t as the exact field compared with (x still
+    ~ p_t of ``marginal``): e.g. ``fmref.CFG(mp, y, w).vector_field`` with
+    ``marginal = MarginalPath(mp.data.given(y), mp.path)`` measures a learned guided field.
     """
     _check(marginal, n, t_max, bins)
+    if reference is not None:
+        check_callable(reference, "reference", "reference(x, t) -> (n, d)")
     ps = _draw(marginal, int(n), rng, float(t_max), like)
     x, t, xp = ps.x, ps.t, namespace(ps.x)
-    u = marginal.vector_field(x, t)
+    u = marginal.vector_field(x, t) if reference is None else reference(x, t)
     err = to_numpy(_sq_norm(field, x, t, u, xp)).astype(np.float64)
     unorm = to_numpy(xp.sum(u * u, axis=1)).astype(np.float64)
     mu_u = float(unorm.mean())

@@ -26,6 +26,7 @@ from .marginals import MarginalPath
 __all__ = [
     "plot_conditional_path",
     "plot_coverage",
+    "plot_guidance",
     "plot_loss_curve",
     "plot_loss_profile",
     "plot_marginal_path",
@@ -430,4 +431,57 @@ def plot_coverage(
     ax.set_ylabel("share of samples (most likely k)")
     ax.legend(fontsize=7)
     ax.set_title(f"Per-mode coverage of {_label(name)} (bars ± 2 stderr)", fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_guidance(
+    mp: MarginalPath,
+    y: int,
+    rows: Sequence[dict[str, Any]],
+    reference: np.ndarray,
+    path: str | os.PathLike[str],
+) -> Path:
+    """Draw learned vs exact classifier-free-guidance samples against p_data(· | y).
+
+    ``rows``: one dict per guidance weight with ``w``, ``x_learned`` and ``x_exact`` (n, 2)
+    CFG ODE samples, and optionally ``kl_learned``/``kl_exact`` (KL to q^w_1) and the
+    ``learned``/``exact`` mode frequencies ``mode_freq`` (as :func:`fmref.demo.measure_guidance`
+    returns). ``reference``: exact draws of p_data(· | y). The first column shows p_data(· | y)
+    (draws over its density), then one column per weight: learned samples (top), exact CFG
+    samples (bottom), both over contours of log p_data(· | y).
+    """
+    _check_2d(mp)
+    cond = mp.data.given(y)
+    lim = extent(mp)
+    fig, axes = _figure(2, len(rows) + 1, (2.9 * (len(rows) + 1), 6.2))
+    xx, yy, pts = _grid(lim, 160)
+    logp = np.asarray(cond.log_prob(pts)).reshape(xx.shape)
+    levels = np.max(logp) - np.array([8.0, 4.0, 1.0])
+    ax = axes[0][0]
+    ax.imshow(np.exp(logp), origin="lower", extent=(-lim, lim, -lim, lim), cmap="Blues")
+    _square(ax, lim, f"p_data(x | y = {y})")
+    ax = axes[1][0]
+    ax.contour(xx, yy, logp, levels=levels, colors="gray", linewidths=0.6)
+    ax.scatter(reference[:, 0], reference[:, 1], s=2, alpha=0.4, color="tab:blue")
+    freq = " ".join(f"{v:.2f}" for v in cond.weights)
+    _square(ax, lim, f"exact draws of p_data(x | y)\nmode weights {freq}")
+    for j, r in enumerate(rows, start=1):
+        for i, (key, name, color) in enumerate(
+            (("learned", "learned CFG (MLP)", "tab:red"), ("exact", "exact CFG", "black"))
+        ):
+            x = np.asarray(r[f"x_{key}"])
+            ax = axes[i][j]
+            ax.contour(xx, yy, logp, levels=levels, colors="gray", linewidths=0.6)
+            ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, color=color)
+            title = f"{name}, w = {r['w']:g}"
+            if f"kl_{key}" in r:
+                title += f"\nKL to q^w_1 = {r[f'kl_{key}']:.3f}"
+            if key in r and "mode_freq" in r[key]:
+                title += "\nmodes " + " ".join(f"{v:.2f}" for v in r[key]["mode_freq"])
+            _square(ax, lim, title)
+    fig.suptitle(
+        f"Classifier-free guidance, (1 − w) u(x) + w u(x | y), class y = {y}: learned (top) "
+        "vs exact (bottom)",
+        fontsize=10,
+    )
     return save_figure(fig, path)

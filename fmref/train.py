@@ -10,10 +10,20 @@ data drawn fresh from p_data:
 - ``"marginal"``: t ~ U[0, 1), x ~ p_t exactly, L(θ) = ||u_t^θ(x) − u_t(x)||² with the exact
   marginal field (possible only because u_t is known in closed form here).
 
+Classifier-free guidance training: with a label-conditioned model (``MLP(n_classes=K)``) and
+labelled data, each row carries the label y of the component its z was drawn from
+((z, y) ~ p_data), replaced by the null label ∅ with probability ``p_uncond`` (label dropout);
+the target is unchanged (α̇_t z + β̇_t ε), so one network learns u_t(x | y) and u_t(x | ∅) =
+u_t(x) at once. ``"marginal"`` then draws y ~ π_y, x ~ p_t(· | y) and targets u_t(x | y), or
+u_t(x) where the label was dropped. An unlabelled model trains exactly as before, on labelled
+data too (the labels are not drawn).
+
 The minibatch loss is the mean over rows of the squared norm summed over d, minimised by Adam.
 Yardsticks (fm_loss, relative fm_loss; the floor L* once) are evaluated every ``eval_every``
 steps on a fixed evaluation stream, which never touches the training Generator, so checkpoint
-and resume reproduce an uninterrupted run bit for bit.
+and resume reproduce an uninterrupted run bit for bit. For a label-conditioned model they
+measure the unconditional field u^θ_t(x | ∅) against u_t(x); the per-class yardsticks are
+:func:`fmref.demo.measure_guidance`'s.
 """
 
 from __future__ import annotations
@@ -77,6 +87,8 @@ class TrainConfig:
     eval_every, eval_n, floor_n : evaluate fm_loss every so many steps (0: only at the end) on
         eval_n draws; the floor L* once on floor_n draws.
     checkpoint_every : write the checkpoint every so many steps (0: only at the end).
+    p_uncond : label dropout, the probability in [0, 1] that a row's label is replaced by the
+        null label (classifier-free guidance training; needs a label-conditioned model).
     """
 
     steps: int = 2000
@@ -92,6 +104,7 @@ class TrainConfig:
     eval_n: int = 4096
     floor_n: int = 16384
     checkpoint_every: int = 0
+    p_uncond: float = 0.0
 
     def __post_init__(self) -> None:
         # NumPy scalars are accepted and stored as Python ones, so configs compare and
@@ -103,6 +116,7 @@ class TrainConfig:
             put(name, check_int(getattr(self, name), name, low=low))
         put("lr", check_float(self.lr, "lr", low=0.0, low_open=True))
         put("weight_decay", check_float(self.weight_decay, "weight_decay", low=0.0))
+        put("p_uncond", check_float(self.p_uncond, "p_uncond", low=0.0, high=1.0))
         if self.clip_norm is not None:
             put("clip_norm", check_float(self.clip_norm, "clip_norm", low=0.0, low_open=True))
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
@@ -111,7 +125,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
-        if not isinstance(d, dict) or set(d) != names:
+        # Checkpoints written before label dropout existed lack p_uncond (then 0).
+        if not isinstance(d, dict) or set(d) not in (names, names - {"p_uncond"}):
             raise ValueError(f"a TrainConfig needs exactly the keys {sorted(names)}")
         return cls(**d)
 
@@ -208,14 +223,61 @@ def _minibatch(
     return ps.x, t, ps.target
 
 
+def _labelled_minibatch(
+    objective: str,
+    marginal: MarginalPath,
+    g: np.random.Generator,
+    batch: int,
+    p_uncond: float,
+    null: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one CFG minibatch (x, t, target, y): (z, y) ~ p_data, y → ∅ with prob. p_uncond."""
+    data = marginal.data
+    if objective == "marginal":
+        t = g.random(batch)
+        y = g.choice(data.classes, size=batch, p=data.class_weights())
+        drop = g.random(batch) < p_uncond
+        x = np.asarray(marginal.sample(batch, t, rng=g, y=y))
+        # A dropped label leaves x ~ p_t(· | y) with y ~ π_y, i.e. x ~ p_t: target u_t(x).
+        u = np.asarray(marginal.vector_field(x, t))
+        target = np.where(drop[:, None], u, np.asarray(marginal.vector_field(x, t, y=y)))
+        return x, t, target, np.where(drop, null, y)
+    z, comp = data.sample(batch, rng=g, return_components=True)
+    drop = g.random(batch) < p_uncond
+    t = g.random(batch)
+    ps = marginal.path.draw(z, t, rng=g)
+    return ps.x, t, ps.target, np.where(drop, null, np.asarray(data.labels)[comp])
+
+
+def _check_labels(model: Any, marginal: MarginalPath, config: TrainConfig) -> int | None:
+    """Return the model's null label when it trains with labels, else None (checked)."""
+    k = getattr(model, "n_classes", None)
+    if k is None:
+        if config.p_uncond:
+            raise ValueError("p_uncond: label dropout needs a label-conditioned model (n_classes)")
+        return None
+    labels = marginal.data.labels
+    if labels is None:
+        raise ValueError("marginal: a label-conditioned model needs labelled data")
+    if labels.min() < 0 or labels.max() >= k:
+        raise ValueError(
+            f"marginal: the data's labels {marginal.data.classes.tolist()} must lie in "
+            f"[0, {k}) for a model with n_classes={k}"
+        )
+    return int(k)
+
+
 def _describe(marginal: MarginalPath) -> dict[str, Any]:
     d = marginal.data
-    return {
+    out = {
         "schedule": repr(marginal.schedule),
         "weights": d.weights.tolist(),
         "means": d.means.tolist(),
         "covs": d.covs.tolist(),
     }
+    if d.labels is not None:  # unlabelled checkpoints keep their old description
+        out["labels"] = d.labels.tolist()
+    return out
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -308,6 +370,10 @@ def train(
     ``steps``; otherwise a ValueError). ``stop_at`` ends early after that step (as if
     interrupted). A non-finite loss raises ValueError naming the step before the update is
     applied, so the model and the last checkpoint stay at the last good state.
+
+    A label-conditioned ``model`` (``n_classes`` = K) trains with the labels of the data
+    (which must lie in [0, K)) and label dropout ``config.p_uncond`` (CFG training); a
+    ValueError for unlabelled data, or for ``p_uncond > 0`` with an unlabelled model.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -321,6 +387,7 @@ def train(
         )
     if stop_at is not None:
         check_int(stop_at, "stop_at", low=1)
+    null = _check_labels(model, marginal, config)
     start = time.perf_counter()
     like = model.params[0]
     xp = namespace(like)
@@ -352,8 +419,14 @@ def train(
     path = None if checkpoint is None else Path(checkpoint)
     last = config.steps if stop_at is None else min(stop_at, config.steps)
     while step < last:
-        x, t, target = _minibatch(config.objective, marginal, g, config.batch)
-        loss, grads = model.loss_and_grad(put(x), put(t), put(target))
+        if null is None:
+            x, t, target = _minibatch(config.objective, marginal, g, config.batch)
+            loss, grads = model.loss_and_grad(put(x), put(t), put(target))
+        else:
+            x, t, target, y = _labelled_minibatch(
+                config.objective, marginal, g, config.batch, config.p_uncond, null
+            )
+            loss, grads = model.loss_and_grad(put(x), put(t), put(target), y=y)
         if not math.isfinite(loss):
             kept = f"; the last good checkpoint is {str(path)!r}" if path and path.exists() else ""
             raise ValueError(f"non-finite training loss {loss} at step {step + 1}{kept}")

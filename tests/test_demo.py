@@ -199,3 +199,78 @@ def test_python_m_fmref_demo(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert np.isfinite(_summary(out)["relative_fm_loss"])
+
+
+# ---- fmref demo --guidance ---------------------------------------------------------------------
+GUIDED = [
+    "--guidance", "--steps", "30", "--batch", "64", "--width", "16", "--depth", "1",
+    "--eval-n", "1000", "--samples", "100", "--ode-steps", "10", "--guidance-weights", "1", "3",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_guidance_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (the plot extra)")
+    out = tmp_path / "g"
+    assert main(["demo", *GUIDED, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    s = _summary(out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.npz",
+        "guidance.png",
+        "summary.json",
+    ]
+    raw = (out / "guidance.png").read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 10_000
+    assert s["data"] == "eight_gaussians_classes(2)" and s["config"]["p_uncond"] == 0.2
+    assert s["model"]["n_classes"] == 2 and s["model"]["embedding_dim"] == 8
+    ck = load_checkpoint(out / "checkpoint.npz")
+    assert ck["step"] == 30 and ck["model_config"]["n_classes"] == 2
+    # One row per class and one for the null label; each satisfies E L_CFM = L_FM + L*
+    # (common random numbers), a check of the yardsticks that holds for any field.
+    assert [r["label"] for r in s["classes"]] == [0, 1] and s["unconditional"]["label"] is None
+    for r in [*s["classes"], s["unconditional"]]:
+        for k in ("fm_loss", "relative_fm_loss", "cfm_floor", "cfm_loss"):
+            assert isinstance(r[k], float) and math.isfinite(r[k]) and r[k] > 0, k
+        assert abs(r["cfm_minus_fm_minus_floor"]) < 4 * r["cfm_minus_fm_minus_floor_stderr"]
+    # The exact CFG facts: w = 1 samples p_data(· | y) (KL 0), w = 3 does not sample q^w_1.
+    w1, w3 = s["cfg"]
+    assert (w1["w"], w3["w"]) == (1.0, 3.0)
+    assert abs(w1["kl_exact"]) < 1e-5
+    assert w3["kl_exact"] > 4 * w3["kl_exact_stderr"] > 0
+    for r in s["cfg"]:
+        for key in ("exact", "learned"):
+            assert sum(r[key]["mode_freq"]) == pytest.approx(1.0, rel=0, abs=1e-12)
+            assert 0 <= r[key]["in_class"] <= 1
+        assert math.isfinite(r["kl_learned"]) and math.isfinite(r["relative_fm_loss"])
+        assert r["flow_map_error"] > 0
+    for row in ("∅", "y = 0", "y = 1", "w = 1:", "w = 3:", "learned", "exact", "wrote"):
+        assert row in printed, row
+    assert f"{s['unconditional']['relative_fm_loss']:.5f}" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--guidance", "--data", "eight_gaussians"], "--data"),
+        (["--guidance", "--p-uncond", "1.5"], "--p-uncond"),
+        (["--guidance", "--classes", "3"], "--classes"),
+        (["--guidance", "--guidance-class", "2"], "--guidance-class"),
+        (["--guidance", "--guidance-weights", "1", "-2"], "--guidance-weights"),
+        (["--guidance", "--samples", "1"], "--samples"),
+        (["--p-uncond", "0.1"], "--p-uncond"),
+        (["--guidance-weights", "2"], "--guidance-weights"),
+    ],
+)
+def test_guidance_demo_rejects_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], flag: str
+) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--no-progress", *args]) == 1
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_run_demo_guidance_rejects_unknown_options(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="unknown guidance demo options"):
+        run_demo(tmp_path, guidance=True, data="eight_gaussians")

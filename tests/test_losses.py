@@ -290,3 +290,22 @@ def test_bad_input() -> None:
         cfm_loss(lambda x, t: np.full_like(x, np.inf), mp, n=10)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         floor_profile(mp, [1.0])
+
+
+def test_fm_loss_against_a_reference_field() -> None:
+    """With ``reference`` = the exact CFG field at w = 2, u^2 − u_y = u_y − u, so the loss of
+    u_y against it is the loss of u against u_y on the same draws; the default target (u_t
+    of the class path, u_y itself) gives 0 instead."""
+    from fmref.guidance import CFG
+    from fmref.mixtures import eight_gaussians_classes
+
+    mp = MarginalPath(eight_gaussians_classes(2), Linear())
+    cond = MarginalPath(mp.data.given(1), mp.path)
+    u_y = lambda x, t: mp.vector_field(x, t, y=1)  # noqa: E731
+    guided = fm_loss(u_y, cond, n=500, rng=3, reference=CFG(mp, 1, 2.0).vector_field)
+    swapped = fm_loss(mp.vector_field, cond, n=500, rng=3)
+    np.testing.assert_allclose(guided.samples, swapped.samples, rtol=1e-10, atol=1e-12)
+    assert guided.value > 1.0
+    assert fm_loss(u_y, cond, n=500, rng=3).value < 1e-20
+    with pytest.raises(TypeError, match="reference"):
+        fm_loss(u_y, cond, n=10, reference=3)  # type: ignore[arg-type]

@@ -324,3 +324,267 @@ def test_bad_inputs() -> None:
         MLP.from_config(model.to_config())
     with pytest.raises(ValueError, match="config"):
         MLP.from_config({"dim": 2}, good)
+
+
+# ---- the label embedding ----------------------------------------------------------------------
+K, E = 3, 4  # classes (labels 0..2, null label 3) and embedding width
+
+
+def labelled(backend: Any = None, act: str = "silu", seed: int = 0, **kw: Any) -> MLP:
+    like = None if backend is None else backend.asarray([0.0])
+    kw = {"hidden": HIDDEN, "time_frequencies": F, "n_classes": K, "embedding_dim": E, **kw}
+    return MLP(D, activation=act, rng=seed, like=like, **kw)
+
+
+def reference_labelled(model: MLP, x: np.ndarray, t: Any, y: np.ndarray) -> np.ndarray:
+    """The documented architecture with φ(x, t, y) = [x, t, sin, cos, E[y]], written out."""
+    st_ = model.state_dict()
+    n = x.shape[0]
+    tt = np.broadcast_to(np.asarray(t, dtype=np.float64), (n,))[:, None]
+    om = 2 * np.pi * np.arange(1, F + 1)
+    h = np.concatenate([x, tt, np.sin(om * tt), np.cos(om * tt), st_["embedding"][y]], axis=1)
+    for i in range(1, len(HIDDEN) + 2):
+        h = h @ st_[f"W{i}"] + st_[f"b{i}"]
+        h = ACT_FN[model.activation](h) if i <= len(HIDDEN) else h
+    return h
+
+
+def mixed_labels(n: int = N) -> np.ndarray:
+    """Every class and the null label, each at least once."""
+    return np.arange(n) % (K + 1)
+
+
+def test_unlabelled_model_is_unchanged_by_the_embedding() -> None:
+    """Values recorded with fmref before the label embedding existed (commit 80b1853): the
+    unlabelled model draws, evaluates and trains as it did (bit-identical on the recording
+    machine; rtol 1e-12 leaves room for another BLAS)."""
+    from fmref.marginals import MarginalPath
+    from fmref.mixtures import eight_gaussians
+    from fmref.schedules import Linear
+    from fmref.train import TrainConfig, train
+
+    g = np.random.default_rng(2024)
+    x, t, target = g.standard_normal((5, 2)), g.uniform(size=5), g.standard_normal((5, 2))
+    m = MLP(2, (6, 5), time_frequencies=2, rng=7)
+    assert m.param_names == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    assert set(m.to_config()) == {"dim", "hidden", "activation", "time_frequencies", "dtype"}
+    assert m.n_classes is None and m.null_label is None and "n_classes" not in repr(m)
+    out = [-0.040135176829583494, -0.05822160842940779, 0.0052154499968114654,
+           -0.026520677659735058, -0.009178790025519818, 0.005243880187704953,
+           -0.01803255529332356, -0.04045604211897868, -0.01998029454623438,
+           -0.003917933377558647]  # fmt: skip
+    np.testing.assert_allclose(m(x, t).ravel(), out, rtol=1e-12, atol=0)
+    loss, grads = m.loss_and_grad(x, t, target)
+    assert loss == pytest.approx(1.7017675439906566, rel=1e-12, abs=0)
+    l1 = [0.42726766837786245, 0.08939290149798668, 0.2238506958978862, 0.09800688154968384,
+          3.381114874017123, 1.7913411352142532]  # fmt: skip
+    np.testing.assert_allclose([np.abs(a).sum() for a in grads], l1, rtol=1e-12, atol=0)
+    div = [-0.015414937128304256, -0.023424742871984955, 0.00517408065474643,
+           -0.020864233470048725, 0.0005411927519270547]  # fmt: skip
+    np.testing.assert_allclose(m.divergence(x, t), div, rtol=1e-12, atol=0)
+    res = train(
+        MLP(2, (16, 16), rng=0),
+        MarginalPath(eight_gaussians(), Linear()),
+        TrainConfig(steps=5, batch=64, lr=3e-3, eval_n=256, floor_n=512),
+    )
+    losses = [31.343667004234412, 27.680575734446023, 27.69081191518609, 25.673127045173338,
+              27.84589337137615]  # fmt: skip
+    np.testing.assert_allclose(res.losses, losses, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="no label embedding"):
+        m(x, t, y=0)
+
+
+def test_labelled_layers_draw_like_the_documented_initialisation() -> None:
+    """The table is drawn after the layers, from the same Generator, N(0, 1)."""
+    m = labelled(seed=5)
+    g = np.random.default_rng(5)
+    widths = [D + 1 + 2 * F + E, *HIDDEN, D]
+    for i in range(len(widths) - 1):
+        fan_in, fan_out = widths[i], widths[i + 1]
+        std = 0.1 / np.sqrt(fan_in) if i == len(HIDDEN) else np.sqrt(2.0 / fan_in)
+        np.testing.assert_array_equal(
+            m.state_dict()[f"W{i + 1}"], g.standard_normal((fan_in, fan_out)) * std
+        )
+    np.testing.assert_array_equal(m.state_dict()["embedding"], g.standard_normal((K + 1, E)))
+    assert m.param_names[-1] == "embedding" and m.null_label == K
+    assert m.n_params == sum(v.size for v in m.state_dict().values())
+
+
+def test_labelled_forward_matches_reference(backend: Any) -> None:
+    x, t, _ = problem(12)
+    y = mixed_labels()
+    m = labelled(backend, seed=3)
+    got = backend.to_numpy(m(backend.asarray(x), backend.asarray(t), y=y))
+    np.testing.assert_allclose(got, reference_labelled(m, x, t, y), rtol=1e-12, atol=1e-14)
+    # y=None is the null label on every row; one int is that label on every row.
+    xb, tb = backend.asarray(x), backend.asarray(t)
+    np.testing.assert_array_equal(
+        backend.to_numpy(m(xb, tb)), backend.to_numpy(m(xb, tb, y=np.full(N, K)))
+    )
+    np.testing.assert_array_equal(
+        backend.to_numpy(m(xb, tb, y=np.int64(1))), backend.to_numpy(m(xb, tb, y=np.full(N, 1)))
+    )
+    # The label matters: another label gives another field.
+    assert not np.allclose(backend.to_numpy(m(xb, tb, y=0)), backend.to_numpy(m(xb, tb, y=1)),
+                           rtol=0, atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_embedding_gradients_match_central_differences(act: str) -> None:
+    """Every parameter, the table included, against central differences in float64."""
+    x, t, target = problem(13)
+    y = mixed_labels()
+    y[y == 2] = 0  # class 2 never appears: its row of the table must get exactly zero gradient
+    m = labelled(act=act, seed=4)
+    if act == "relu":  # differences of 1e-5 must not cross a kink
+        st_ = m.state_dict()
+        om, tt = 2 * np.pi * np.arange(1, F + 1), t[:, None]
+        h = np.concatenate([x, tt, np.sin(om * tt), np.cos(om * tt), st_["embedding"][y]], 1)
+        for i in range(1, len(HIDDEN) + 1):
+            z = h @ st_[f"W{i}"] + st_[f"b{i}"]
+            assert np.abs(z).min() > 1e-3
+            h = np.maximum(z, 0)
+    loss, grads = m.loss_and_grad(x, t, target, y=y)
+    base = m.state_dict()
+
+    def loss_at(state: dict) -> float:
+        m.load_state_dict(state)
+        r = m(x, t, y=y) - target
+        return float(np.mean(np.sum(r * r, axis=1)))
+
+    assert loss == pytest.approx(loss_at(base), rel=1e-13, abs=0)
+    for name, g in zip(m.param_names, grads, strict=True):
+        fd = np.zeros(base[name].shape)
+        for idx in np.ndindex(fd.shape):
+            plus = {k: v.copy() for k, v in base.items()}
+            minus = {k: v.copy() for k, v in base.items()}
+            plus[name][idx] += FD_H
+            minus[name][idx] -= FD_H
+            fd[idx] = (loss_at(plus) - loss_at(minus)) / (2 * FD_H)
+        assert np.abs(fd).max() > 1e-4, name
+        np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9, err_msg=name)
+    emb = grads[m.param_names.index("embedding")]
+    assert np.all(emb[2] == 0) and np.all(np.abs(emb[[0, 1, K]]).max(axis=1) > 1e-4)
+    # A plausible bug — the gradient of the rows summed into the first used label — fails.
+    wrong = emb.copy()
+    wrong[0] += wrong[1]
+    wrong[1] = 0
+    assert not np.allclose(wrong, emb, rtol=1e-6, atol=1e-9)
+
+
+def test_embedding_gradients_on_every_backend(backend: Any) -> None:
+    """The one-hot scatter-add of the table's gradient runs in every namespace alike."""
+    x, t, target = problem(14)
+    y = mixed_labels()
+    ref = labelled(seed=6).loss_and_grad(x, t, target, y=y)[1]
+    m = labelled(backend, seed=6)
+    xb, tb, gb = (backend.asarray(a) for a in (x, t, target))
+    yb = backend.xp.asarray(y, dtype=backend.xp.int64, device=backend.device)
+    got = m.loss_and_grad(xb, tb, gb, y=yb)[1]
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(backend.to_numpy(a), b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("act", ["silu", "tanh"])
+def test_labelled_jacobian_and_divergence_match_central_differences(act: str) -> None:
+    x, t, _ = problem(15)
+    y = mixed_labels()
+    m = labelled(act=act, seed=7)
+    fd = np.zeros((N, D, D))
+    for j in range(D):
+        e = np.zeros(D)
+        e[j] = FD_H
+        fd[:, :, j] = (m(x + e, t, y=y) - m(x - e, t, y=y)) / (2 * FD_H)
+    assert np.abs(fd).max() > 1e-3
+    np.testing.assert_allclose(m.jacobian(x, t, y=y), fd, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        m.divergence(x, t, y=y), np.trace(fd, axis1=1, axis2=2), rtol=1e-6, atol=1e-9
+    )
+    # The labels reach the tangents: the null label's Jacobian is another one.
+    assert not np.allclose(m.jacobian(x, t), m.jacobian(x, t, y=y), rtol=0, atol=1e-8)
+
+
+def test_labelled_jacobian_is_chunk_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = np.random.default_rng(16)
+    x, t, y = g.standard_normal((600, D)), g.uniform(size=600), g.integers(0, K + 1, 600)
+    m = labelled(seed=8)
+    div = m.divergence(x, t, y=y)
+    monkeypatch.setenv("FMREF_MEMORY_BUDGET", "512")
+    np.testing.assert_allclose(m.divergence(x, t, y=y), div, rtol=1e-14, atol=1e-15)
+
+
+def test_labelled_checkpoint_round_trip(tmp_path: Any) -> None:
+    from fmref import _checkpoint
+
+    x, t, _ = problem(17)
+    y = mixed_labels()
+    a = labelled(seed=9)
+    cfg = json.loads(json.dumps(a.to_config()))
+    assert cfg["n_classes"] == K and cfg["embedding_dim"] == E
+    _checkpoint.save(tmp_path / "m.npz", {"model_config": cfg}, {"model": a.state_dict()})
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+        assert "magic" in f.files  # written by fmref's own writer
+    b = MLP.from_config(cfg, a.state_dict())
+    assert b.null_label == K and b.param_names == a.param_names
+    np.testing.assert_array_equal(b(x, t, y=y), a(x, t, y=y))
+    # An unlabelled config cannot take a labelled state, nor the reverse.
+    plain = {k: v for k, v in cfg.items() if k not in ("n_classes", "embedding_dim")}
+    with pytest.raises(ValueError, match="unexpected"):
+        MLP.from_config(plain, a.state_dict())
+    with pytest.raises(ValueError, match="n_classes"):
+        MLP.from_config({**plain, "n_classes": K}, a.state_dict())
+    other = MLP.from_config({**cfg, "n_classes": K + 1}, rng=0)
+    with pytest.raises(ValueError, match="embedding"):
+        other.load_state_dict(a.state_dict())
+
+
+def test_bad_labels() -> None:
+    m = labelled()
+    x, t = np.zeros((3, D)), 0.5
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 3\]"):
+        m(x, t, y=K + 1)
+    with pytest.raises(ValueError, match=r"y must lie in"):
+        m(x, t, y=np.array([0, -1, 1]))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        m(x, t, y=np.array([0, 1]))
+    with pytest.raises(TypeError, match="y must be an int"):
+        m(x, t, y=np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(TypeError, match="y must be an int"):
+        m(x, t, y=True)
+    with pytest.raises(ValueError, match="n_classes"):
+        MLP(D, (4,), n_classes=0, rng=0)
+    with pytest.raises(TypeError, match="n_classes"):
+        MLP(D, (4,), n_classes=2.0, rng=0)
+    with pytest.raises(ValueError, match="embedding_dim"):
+        MLP(D, (4,), n_classes=2, embedding_dim=0, rng=0)
+    plain = MLP(D, (4,), rng=0)
+    with pytest.raises(ValueError, match="label embedding"):
+        plain.backward(m.forward(x, t)[1], np.zeros((3, D)))
+
+
+def test_guided_mlp_combines_the_two_fields_exactly() -> None:
+    from fmref.mlp import GuidedMLP
+
+    x, t, _ = problem(18)
+    m = labelled(seed=10)
+    u0, u1 = m(x, t), m(x, t, y=1)
+    for w in (0.0, 1.0, 2.5):
+        gm = GuidedMLP(m, 1, w)
+        want = u0 + w * (u1 - u0)  # the "delta" spelling, written independently
+        np.testing.assert_allclose(gm.vector_field(x, t), want, rtol=1e-13, atol=1e-15)
+        fd = np.zeros((N, D, D))
+        for j in range(D):
+            e = np.zeros(D)
+            e[j] = FD_H
+            fd[:, :, j] = (gm(x + e, t) - gm(x - e, t)) / (2 * FD_H)
+        np.testing.assert_allclose(gm.jacobian(x, t), fd, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            gm.divergence(x, t), np.trace(fd, axis1=1, axis2=2), rtol=1e-6, atol=1e-9
+        )
+    # The check catches the other convention's weight (ω = w − 1 read as w).
+    wrong = u0 + 1.5 * (u1 - u0)
+    assert not np.allclose(GuidedMLP(m, 1, 2.5)(x, t), wrong, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="label-conditioned"):
+        GuidedMLP(MLP(D, (4,), rng=0), 0, 1.0)
+    with pytest.raises(ValueError, match="w must be >= 0"):
+        GuidedMLP(m, 0, -1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,19 @@ class Recorder:
     def __init__(self, model: MLP) -> None:
         self.model = model
         self.batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.labels: list[np.ndarray] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
-    def __call__(self, x: Any, t: Any) -> Any:
-        return self.model(x, t)
+    def __call__(self, x: Any, t: Any, **kw: Any) -> Any:
+        return self.model(x, t, **kw)
 
-    def loss_and_grad(self, x: Any, t: Any, target: Any) -> Any:
+    def loss_and_grad(self, x: Any, t: Any, target: Any, **kw: Any) -> Any:
         self.batches.append((np.array(x), np.array(t), np.array(target)))
-        return self.model.loss_and_grad(x, t, target)
+        if "y" in kw:
+            self.labels.append(np.array(kw["y"]))
+        return self.model.loss_and_grad(x, t, target, **kw)
 
 
 @pytest.mark.parametrize(
@@ -346,3 +350,155 @@ def test_float32_model_trains(backend32: Any) -> None:
     assert np.all(np.isfinite(got.losses))
     # Same draws, float32 arithmetic: the exact yardstick agrees to float32-training accuracy.
     np.testing.assert_allclose(got.final.fm_loss, ref.final.fm_loss, rtol=0.05, atol=0)
+
+
+# ---- classifier-free guidance training -------------------------------------------------------
+def two_classes() -> GaussianMixture:
+    """Class 0: two modes on the left; class 1: one mode on the right; far apart (8 sd)."""
+    means = [[-4.0, -1.5], [-4.0, 1.5], [4.0, 0.0]]
+    return GaussianMixture([0.3, 0.2, 0.5], means, [0.25, 0.25, 0.25], labels=[0, 0, 1])
+
+
+def labelled_net(seed: int = 0, n_classes: int = 2, **kw: Any) -> MLP:
+    return MLP(2, (16, 16), n_classes=n_classes, embedding_dim=4, rng=seed, **kw)
+
+
+def test_cfg_minibatches_carry_the_label_of_z_with_dropout() -> None:
+    """Labels come with z (nearest class of the recovered z) and drop to ∅ with prob. p."""
+    data = two_classes()
+    mp = MarginalPath(data, Linear())
+    rec = Recorder(labelled_net())
+    p = 0.25
+    train(rec, mp, TrainConfig(steps=40, objective="linear", p_uncond=p, **SMALL))
+    x, t, target = (np.concatenate(a) for a in zip(*rec.batches, strict=True))
+    y = np.concatenate(rec.labels)
+    n = y.size
+    assert n == 40 * 64 and set(np.unique(y)) == {0, 1, 2}  # 2 is the null label
+    drop = y == 2
+    assert abs(drop.mean() - p) < 4 * math.sqrt(p * (1 - p) / n)
+    z = x + (1 - t)[:, None] * target  # Linear: x = t z + (1 − t) ε, target = z − ε
+    true_class = (z[:, 0] > 0).astype(int)  # the classes are 16 sd apart on the x axis
+    np.testing.assert_array_equal(y[~drop], true_class[~drop])
+    # The dropped rows are still drawn from all of p_data (π_1 = 0.5), not from one class.
+    k = drop.sum()
+    assert abs(true_class[drop].mean() - 0.5) < 4 * math.sqrt(0.25 / k)
+    # A plausible bug, labels drawn independently of z, would fail the first check.
+    shuffled = np.random.default_rng(0).permutation(y[~drop])
+    assert not np.array_equal(shuffled, true_class[~drop])
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_label_dropout_extremes(p: float) -> None:
+    rec = Recorder(labelled_net())
+    train(rec, MarginalPath(two_classes(), Linear()), TrainConfig(steps=3, p_uncond=p, **SMALL))
+    y = np.concatenate(rec.labels)
+    assert np.all(y == 2) if p == 1.0 else not np.any(y == 2)
+
+
+def test_cfg_marginal_objective_targets_the_exact_conditional_fields() -> None:
+    mp = MarginalPath(two_classes(), Cosine())
+    rec = Recorder(labelled_net())
+    train(rec, mp, TrainConfig(steps=4, objective="marginal", p_uncond=0.3, **SMALL))
+    y = np.concatenate(rec.labels)
+    assert 0 < (y == 2).sum() < y.size
+    for (x, t, target), lab in zip(rec.batches, rec.labels, strict=True):
+        kept = lab != 2
+        u = mp.vector_field(x, t)
+        uy = mp.vector_field(x[kept], t[kept], y=lab[kept])
+        np.testing.assert_allclose(target[~kept], u[~kept], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(target[kept], uy, rtol=1e-12, atol=1e-12)
+        # u_t(x | y) is not u_t(x) here: the two targets really differ.
+        assert not np.allclose(uy, u[kept], rtol=0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_cfg_training_learns_the_conditional_field() -> None:
+    """After CFG training, u^θ(· | y) is far closer to u_t(· | y) than u_t itself is: the label
+    is used. The same check on the null-label field (which cannot know y) fails."""
+    from fmref.losses import fm_loss
+
+    data = two_classes()
+    mp = MarginalPath(data, Linear())
+    cfg = TrainConfig(steps=800, batch=128, lr=3e-3, p_uncond=0.2, eval_n=1000, floor_n=512)
+    model = train(MLP(2, (32, 32), n_classes=2, rng=3), mp, cfg).model
+    for c in (0, 1):
+        cond = MarginalPath(data.given(c), mp.path)
+        learned = fm_loss(lambda x, t, c=c: model(x, t, y=c), cond, n=4000, rng=c)
+        exact_unconditional = fm_loss(mp.vector_field, cond, n=4000, rng=c)
+        null = fm_loss(model, cond, n=4000, rng=c)
+        assert learned.value < 0.25 * exact_unconditional.value, c
+        assert null.value > 0.5 * exact_unconditional.value, c  # the wrong field fails
+        assert (learned.relative or 1.0) < 0.1
+    # The null label learned the unconditional field.
+    assert (fm_loss(model, mp, n=4000, rng=5).relative or 1.0) < 0.1
+
+
+def test_unlabelled_model_trains_alike_on_labelled_data() -> None:
+    plain = MarginalPath(GaussianMixture([0.3, 0.2, 0.5], two_classes().means, [0.25] * 3),
+                         Linear())  # fmt: skip
+    cfg = TrainConfig(steps=10, eval_every=5, **SMALL)
+    a = train(net(), plain, cfg)
+    b = train(net(), MarginalPath(two_classes(), Linear()), cfg)
+    for p, q in zip(a.model.params, b.model.params, strict=True):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert a.evaluations == b.evaluations
+
+
+@pytest.mark.parametrize("objective", ["linear", "marginal"])
+def test_cfg_resume_is_bit_for_bit(tmp_path: Path, objective: str) -> None:
+    mp = MarginalPath(two_classes(), Linear())
+    cfg = TrainConfig(steps=20, eval_every=10, objective=objective, p_uncond=0.2, **SMALL)
+    straight = train(labelled_net(), mp, cfg)
+    ck = tmp_path / "ck.npz"
+    train(labelled_net(), mp, cfg, checkpoint=ck, stop_at=10)
+    saved = load_checkpoint(ck)
+    assert saved["model_config"]["n_classes"] == 2 and "embedding" in saved["model"]
+    assert saved["config"].p_uncond == 0.2 and saved["marginal"]["labels"] == [0, 0, 1]
+    resumed = train(labelled_net(seed=9), mp, cfg, resume=ck)
+    for p, q in zip(straight.model.params, resumed.model.params, strict=True):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(straight.losses, resumed.losses)
+    # Another dropout rate, or other labels on the same components, is another run.
+    with pytest.raises(ValueError, match="p_uncond"):
+        train(labelled_net(), mp, TrainConfig(**{**asdict(cfg), "p_uncond": 0.5}), resume=ck)
+    relabelled = MarginalPath(
+        GaussianMixture([0.3, 0.2, 0.5], two_classes().means, [0.25] * 3, labels=[0, 1, 1]),
+        Linear(),
+    )
+    with pytest.raises(ValueError, match="data set"):
+        train(labelled_net(), relabelled, cfg, resume=ck)
+
+
+def test_checkpoint_without_p_uncond_still_loads(good_checkpoint: Path, tmp_path: Path) -> None:
+    """Checkpoints written before label dropout existed have no p_uncond: it reads as 0."""
+    meta = json.loads(str(np.load(good_checkpoint)["meta"]))
+    assert meta["config"].pop("p_uncond") == 0.0
+    old = _rewrite(good_checkpoint, tmp_path / "old.npz", meta=np.array(json.dumps(meta)))
+    assert load_checkpoint(old)["config"].p_uncond == 0.0
+    assert train(net(), linear_mp(), TrainConfig(steps=4, **SMALL), resume=old).start_step == 4
+
+
+def test_cfg_training_refuses_mismatched_labels() -> None:
+    labelled_mp = MarginalPath(two_classes(), Linear())
+    with pytest.raises(ValueError, match="p_uncond"):
+        TrainConfig(p_uncond=1.5)
+    with pytest.raises(TypeError, match="p_uncond"):
+        TrainConfig(p_uncond="0.1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="p_uncond: label dropout needs"):
+        train(net(), labelled_mp, TrainConfig(steps=2, p_uncond=0.1, **SMALL))
+    with pytest.raises(ValueError, match="needs labelled data"):
+        train(labelled_net(), linear_mp(), TrainConfig(steps=2, **SMALL))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\)"):
+        train(labelled_net(n_classes=1), labelled_mp, TrainConfig(steps=2, **SMALL))
+
+
+def test_cfg_training_on_every_backend(backend: Any) -> None:
+    """Labels and label dropout reach the model alike in every namespace."""
+    like = backend.asarray(np.zeros(1))
+    mp = MarginalPath(two_classes(), Linear())
+    cfg = TrainConfig(steps=8, objective="linear", p_uncond=0.3, **SMALL)
+    ref = train(labelled_net(), mp, cfg)
+    got = train(labelled_net(like=like), mp, cfg)
+    for p, q in zip(ref.model.params, got.model.params, strict=True):
+        np.testing.assert_allclose(backend.to_numpy(q), p, rtol=1e-8, atol=1e-10)
