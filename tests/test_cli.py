@@ -56,7 +56,7 @@ def test_errors_are_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     for command, shown in (
-        ("demo", ["(default: 20000)", "(default: eight_gaussians)", "(default: fmref-out)"]),
+        ("demo", ["(default 20000; 6000 with --guidance)", "(default eight_gaussians)"]),
         ("report", ["(default: 4096)", "(default: linear)", "(default: fmref-report)"]),
     ):
         with pytest.raises(SystemExit):
