@@ -194,6 +194,21 @@ def demo_options(options: dict[str, Any], *, guidance: bool = False) -> dict[str
     return o
 
 
+def _train_config(o: dict[str, Any], mp: MarginalPath, **extra: Any) -> TrainConfig:
+    """The demos' training setup: Algorithm 4 for Linear unless ``objective`` says otherwise,
+    20 periodic evaluations."""
+    return TrainConfig(
+        steps=o["steps"],
+        batch=o["batch"],
+        lr=o["lr"],
+        objective=o["objective"] or ("linear" if isinstance(mp.schedule, Linear) else "cfm"),
+        seed=o["seed"],
+        eval_every=max(1, o["steps"] // 20),
+        eval_n=4096,
+        **extra,
+    )
+
+
 def _need_matplotlib(plots: bool) -> None:
     """Refuse before training: a missing library must not cost the user the run."""
     if not plots:
@@ -236,18 +251,8 @@ def run_demo(
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    objective = o["objective"] or ("linear" if isinstance(mp.schedule, Linear) else "cfm")
     seed = o["seed"]
-    config = TrainConfig(
-        steps=o["steps"],
-        batch=o["batch"],
-        lr=o["lr"],
-        objective=objective,
-        seed=seed,
-        eval_every=max(1, o["steps"] // 20),
-        eval_n=4096,
-        floor_n=10 * o["eval_n"],
-    )
+    config = _train_config(o, mp, floor_n=10 * o["eval_n"])
     model = MLP(mp.dim, (o["width"],) * o["depth"], rng=np.random.default_rng([seed, 10]))
     with _one_blas_thread():
         res = train(model, mp, config, callback=progress, checkpoint=out / "checkpoint.npz")
@@ -391,19 +396,8 @@ def run_guidance_demo(
     out.mkdir(parents=True, exist_ok=True)
     data = eight_gaussians_classes(o["classes"])
     mp = MarginalPath(data, SCHEDULES[o["schedule"]]())
-    objective = o["objective"] or ("linear" if isinstance(mp.schedule, Linear) else "cfm")
     seed = o["seed"]
-    config = TrainConfig(
-        steps=o["steps"],
-        batch=o["batch"],
-        lr=o["lr"],
-        objective=objective,
-        seed=seed,
-        eval_every=max(1, o["steps"] // 20),
-        eval_n=4096,
-        floor_n=o["eval_n"],
-        p_uncond=o["p_uncond"],
-    )
+    config = _train_config(o, mp, floor_n=o["eval_n"], p_uncond=o["p_uncond"])
     model = MLP(
         mp.dim,
         (o["width"],) * o["depth"],
