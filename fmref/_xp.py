@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import array_api_compat
@@ -56,6 +57,19 @@ def traced(*arrays: Any) -> bool:
     return tracer is not None and any(isinstance(a, tracer) for a in arrays)
 
 
+def eager(xp: Namespace) -> AbstractContextManager[Any]:
+    """A context in which ``xp`` computes concrete arrays even inside a JAX trace.
+
+    Constants that outlive one call (a mixture's parameters, cached per namespace) must not be
+    tracers: built inside ``jax.jit`` they would leak out of the trace on the next call.
+    """
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return jax.ensure_compile_time_eval()
+    return nullcontext()
+
+
 def mutable(*arrays: Any) -> bool:
     """Whether arrays can be updated in place: not JAX (immutable), not torch under autograd.
 
@@ -68,6 +82,19 @@ def mutable(*arrays: Any) -> bool:
         if getattr(a, "requires_grad", False):
             return False
     return True
+
+
+def require_mutable(xp: Namespace, name: str) -> None:
+    """Refuse an immutable namespace (JAX) where fmref updates arrays in place.
+
+    ``MLP`` and ``Adam`` update their parameters in place; with JAX arrays ``p -= step`` only
+    rebinds a local name, so training would "run" and learn nothing. A ``TypeError`` instead.
+    """
+    if array_api_compat.is_jax_namespace(xp):
+        raise TypeError(
+            f"{name}: JAX arrays are immutable and fmref's MLP/Adam update parameters in place; "
+            "use NumPy, torch or CuPy for them (fmref's exact quantities do support JAX)"
+        )
 
 
 def imul(a: Array, b: Array) -> Array:

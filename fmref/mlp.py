@@ -33,6 +33,7 @@ from ._xp import (
     float_array,
     from_numpy,
     namespace,
+    require_mutable,
     times,
     to_numpy,
 )
@@ -100,6 +101,7 @@ class MLP:
         self.time_frequencies = check_int(time_frequencies, "time_frequencies", low=0)
         gen = check_rng(rng)
         xp = namespace(like)
+        require_mutable(xp, "like")
         self._xp = xp
         self._dev = device(like) if like is not None else "cpu"
         self.dtype_name = check_float_dtype(dtype, xp)
