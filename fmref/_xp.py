@@ -70,6 +70,11 @@ def eager(xp: Namespace) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
+def immutable(x: Array) -> bool:
+    """Whether ``x`` is a JAX array (or tracer), which no operation updates in place."""
+    return bool(array_api_compat.is_jax_array(x)) or traced(x)
+
+
 def mutable(*arrays: Any) -> bool:
     """Whether arrays can be updated in place: not JAX (immutable), not torch under autograd.
 
@@ -77,7 +82,7 @@ def mutable(*arrays: Any) -> bool:
     gradient ("modified by an inplace operation"), so those take the out-of-place form.
     """
     for a in arrays:
-        if array_api_compat.is_jax_array(a) or traced(a):
+        if immutable(a):
             return False
         if getattr(a, "requires_grad", False):
             return False

@@ -40,6 +40,7 @@ from ._xp import (
     chunks,
     device,
     from_numpy,
+    immutable,
     memory_budget,
     mutable,
     on_cpu,
@@ -296,10 +297,11 @@ class MarginalPath:
             if sl.start == 0 and sl.stop == n:
                 return vals
             # Results go straight into preallocated outputs, so peak memory is the budget plus
-            # one copy of the output (concatenating chunk results would hold it twice). JAX
-            # arrays are immutable, so there the chunks are concatenated once at the end.
+            # one copy of the output (concatenating chunk results would hold it twice); under
+            # torch autograd too (slice assignment is differentiable). JAX arrays are
+            # immutable, so there the chunks are concatenated once at the end.
             for q, val in vals.items():
-                if not mutable(x):
+                if immutable(x):
                     parts.setdefault(q, []).append(val)
                     continue
                 if q not in out:
