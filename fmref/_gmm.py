@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from ._xp import LOG_2PI, Array, Namespace, device
+from ._xp import LOG_2PI, Array, Namespace, device, imul, isub, traced
 
 
 @dataclass(frozen=True)
@@ -116,15 +116,15 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
         y = _residual(
             x[:, None, :], a, p.means[None, ...], p.mu_hi[None, ...], p.mu_lo[None, ...], xp
         )
-        y *= inv_sqrt_v
+        y = imul(y, inv_sqrt_v)
         quad = xp.vecdot(y, y, axis=-1)
     # y is the whitened residual S_k^{-1/2} r_k in the eigenbasis: its squared norm is the
     # quadratic form, and one more in-place scaling gives w without a new (n, k, d) array.
     log_det = xp.sum(xp.log(v), axis=2)
     joint = p.log_weights[None, :] - 0.5 * (quad + log_det + d * LOG_2PI)
-    y *= inv_sqrt_v
+    y = imul(y, inv_sqrt_v)
     log_prob, gamma, ok = _normalise(joint, xp)
-    if not bool(xp.all(ok)):
+    if traced(ok) or not bool(xp.all(ok)):
         gamma = xp.where(ok, gamma, _overflow_limit(y * xp.sqrt(v), p.log_weights, xp))
     return Terms(xp, p, a, b, y, v, log_prob, gamma)
 
@@ -145,8 +145,7 @@ def _rotate_fast(p: Params, x: Array, alpha: Array, inv_sqrt_v: Array, xp: Names
         return xp.reshape(xp.concat([x, last], axis=1) @ rhs, (n, k, d))
     rhs = xp.concat([p.qcat, mu_row], axis=0)
     y = xp.reshape(xp.concat([x, alpha[:, None]], axis=1) @ rhs, (n, k, d))
-    y *= inv_sqrt_v
-    return y
+    return imul(y, inv_sqrt_v)
 
 
 def _fast_is_exact(p: Params, x: Array, alpha: Array, v: Array, quad: Array, xp: Namespace) -> bool:
@@ -157,6 +156,8 @@ def _fast_is_exact(p: Params, x: Array, alpha: Array, v: Array, quad: Array, xp:
     times ‖v_k^{-1/2}‖. 0.01·√ε (1.5e-10 in float64, 3.5e-6 in float32) leaves the
     documented tolerances three orders of magnitude.
     """
+    if traced(x, alpha, quad):  # no values to bound: the exact route is exact for all
+        return False
     d = x.shape[1]
     eps = float(xp.finfo(x.dtype).eps)
     x_norm = xp.sqrt(xp.vecdot(x, x, axis=-1))[:, None]
@@ -181,7 +182,7 @@ def _rotate_exact(p: Params, x: Array, alpha: Array, inv_sqrt_v: Array, xp: Name
     # and the rotation back read contiguous memory
     y = xp.reshape(xp.reshape(y, (n, k * d)), (n, k, d))
     if not shared:
-        y *= inv_sqrt_v
+        y = imul(y, inv_sqrt_v)
     return y
 
 
@@ -208,9 +209,7 @@ def _residual(x: Array, a: Array, mu: Array, mu_hi: Array, mu_lo: Array, xp: Nam
     ε·|α μ|, which swamps the residual where |μ| ≫ √v, e.g. for Dirac data near t = 1.
     """
     a_hi, a_lo = split(a, xp)
-    r = x - a_hi * mu_hi
-    r -= a_hi * mu_lo + a_lo * mu
-    return r
+    return isub(x - a_hi * mu_hi, a_hi * mu_lo + a_lo * mu)
 
 
 def _normalise(joint: Array, xp: Namespace) -> tuple[Array, Array, Array]:
@@ -278,7 +277,8 @@ def divergence(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
         xp.vecdot(s, s, axis=-1) * xp.vecdot(u, u, axis=-1)
     )
     floor = xp.sum(tm.gamma * xp.abs(tr_a), axis=1)
-    if bool(xp.all((d + 2) * eps * size <= 0.01 * math.sqrt(eps) * floor)):
+    # traced (JAX): no values to test, so the centred form, exact for every input
+    if not traced(size) and bool(xp.all((d + 2) * eps * size <= 0.01 * math.sqrt(eps) * floor)):
         return plain
     del plain, norms
     su = tm.rotate_in(xp.concat([s, u], axis=0))
@@ -382,7 +382,7 @@ def given(tm: Terms, member: Array, log_prior: Array) -> Terms:
     joint = log_joint(tm)
     masked = xp.where(member, joint, xp.full_like(joint, -math.inf))
     log_cond, gamma, ok = _normalise(masked, xp)
-    if not bool(xp.all(ok)):
+    if traced(ok) or not bool(xp.all(ok)):
         lw = xp.where(member, tm.p.log_weights[None, :], xp.full_like(masked, -math.inf))
         gamma = xp.where(ok, gamma, _overflow_limit(tm.w * xp.sqrt(tm.v), lw, xp))
     return Terms(xp, tm.p, tm.a, tm.b, tm.w, tm.v, log_cond - log_prior, gamma)

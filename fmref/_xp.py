@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import array_api_compat
@@ -41,6 +43,79 @@ def namespace(*arrays: Any) -> Namespace:
 
 def device(x: Array) -> Any:
     return array_api_compat.device(x)
+
+
+def traced(*arrays: Any) -> bool:
+    """Whether any of ``arrays`` is a JAX tracer (inside ``jit``, ``grad`` or ``vmap``).
+
+    A tracer has no concrete values, so checks and route choices that read values (``bool(…)``)
+    cannot run on it: callers skip the value checks (eager calls still make them) and take the
+    branch that is exact for every input.
+    """
+    core = sys.modules.get("jax.core")  # never import jax for a caller that does not use it
+    tracer = getattr(core, "Tracer", None) if core is not None else None
+    return tracer is not None and any(isinstance(a, tracer) for a in arrays)
+
+
+def eager(xp: Namespace) -> AbstractContextManager[Any]:
+    """A context in which ``xp`` computes concrete arrays even inside a JAX trace.
+
+    Constants that outlive one call (a mixture's parameters, cached per namespace) must not be
+    tracers: built inside ``jax.jit`` they would leak out of the trace on the next call.
+    """
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return jax.ensure_compile_time_eval()
+    return nullcontext()
+
+
+def immutable(x: Array) -> bool:
+    """Whether ``x`` is a JAX array (or tracer), which no operation updates in place."""
+    return bool(array_api_compat.is_jax_array(x)) or traced(x)
+
+
+def mutable(*arrays: Any) -> bool:
+    """Whether arrays can be updated in place: not JAX (immutable), not torch under autograd.
+
+    In-place updates of a torch tensor that autograd saved for its backward pass break the
+    gradient ("modified by an inplace operation"), so those take the out-of-place form.
+    """
+    for a in arrays:
+        if immutable(a):
+            return False
+        if getattr(a, "requires_grad", False):
+            return False
+    return True
+
+
+def require_mutable(xp: Namespace, name: str) -> None:
+    """Refuse an immutable namespace (JAX) where fmref updates arrays in place.
+
+    ``MLP`` and ``Adam`` update their parameters in place; with JAX arrays ``p -= step`` only
+    rebinds a local name, so training would "run" and learn nothing. A ``TypeError`` instead.
+    """
+    if array_api_compat.is_jax_namespace(xp):
+        raise TypeError(
+            f"{name}: JAX arrays are immutable and fmref's MLP/Adam update parameters in place; "
+            "use NumPy, torch or CuPy for them (fmref's exact quantities do support JAX)"
+        )
+
+
+def imul(a: Array, b: Array) -> Array:
+    """a · b, in place into ``a`` where :func:`mutable` allows it (no new array)."""
+    if mutable(a, b):
+        a *= b
+        return a
+    return a * b
+
+
+def isub(a: Array, b: Array) -> Array:
+    """a − b, in place into ``a`` where :func:`mutable` allows it."""
+    if mutable(a, b):
+        a -= b
+        return a
+    return a - b
 
 
 def is_numpy(xp: Namespace) -> bool:
@@ -88,7 +163,7 @@ def float_array(x: Any, name: str, *, ndim: int | None = None) -> tuple[Array, N
         raise TypeError(f"{name} must have a real floating dtype (float32/float64), got {x.dtype}")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(x.shape)}")
-    if not bool(xp.all(xp.isfinite(x))):
+    if not traced(x) and not bool(xp.all(xp.isfinite(x))):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return x, xp
 
@@ -134,7 +209,7 @@ def times(t: Any, n: int, xp: Namespace, dtype: Any, dev: Any, name: str = "t") 
         raise ValueError(f"{name} must be a scalar or have shape ({n},), got {tuple(t.shape)}")
     if t.dtype != dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but the points have dtype {dtype}")
-    if not bool(xp.all((t >= 0) & (t <= 1))):  # NaN fails both comparisons
+    if not traced(t) and not bool(xp.all((t >= 0) & (t <= 1))):  # NaN fails both comparisons
         raise ValueError(f"{name} must lie in [0, 1] (no NaN)")
     return t
 

@@ -232,11 +232,16 @@ def as_flow_matching_model(field: Field) -> Callable[..., Array]:
     """Wrap an fmref-style field(x, t) with t of shape (n,) as flow_matching's velocity model.
 
     flow_matching's ODESolver calls ``model(x=x, t=t)`` with a 0-d t; it is broadcast to (n,).
+    t is clamped to [0, 1]: torchdiffeq's adaptive solvers (dopri5) probe the field past the end
+    of the interval while choosing the first step (t up to 1.2 on [0, 1]), where an exact field
+    is not defined and fmref refuses t; the solution at the grid times never uses those probes
+    beyond step-size control. The field is differentiable under torch autograd, so
+    ``compute_likelihood(exact_divergence=True)`` works with ``MarginalPath.vector_field``.
     """
 
     def model(x: Array, t: Array, **extras: Any) -> Array:
         xp = namespace(x)
-        tt = xp.asarray(t, dtype=x.dtype)
+        tt = xp.clip(xp.asarray(t, dtype=x.dtype), 0.0, 1.0)
         if tt.ndim == 0:
             tt = xp.broadcast_to(xp.reshape(tt, (1,)), (x.shape[0],))
         return field(x, tt)

@@ -35,7 +35,20 @@ import numpy as np
 
 from . import _dask, _gmm
 from ._check import MISSING, positional_rng
-from ._xp import Array, chunks, device, from_numpy, memory_budget, on_cpu, points, times, to_numpy
+from ._xp import (
+    Array,
+    chunks,
+    device,
+    from_numpy,
+    immutable,
+    memory_budget,
+    mutable,
+    on_cpu,
+    points,
+    times,
+    to_numpy,
+    traced,
+)
 from .mixtures import GaussianMixture, _like
 from .paths import GaussianPath
 from .schedules import Schedule, ScheduleValues
@@ -263,7 +276,8 @@ class MarginalPath:
         # (n,) array, as ODE solvers pass, takes the same route.
         shared = _is_scalar(t)
         tt = times(t, 1 if shared else n, xp, x.dtype, device(x))
-        if not shared and n > 1 and bool(xp.all(tt == tt[0])):
+        # (not for a t that is differentiated: each row's t gets its own gradient)
+        if not shared and n > 1 and mutable(tt) and not traced(tt) and bool(xp.all(tt == tt[0])):
             tt, shared = tt[:1], True
         sv = self.schedule(tt)
         self._check_valid(sv, xp, want)
@@ -274,6 +288,7 @@ class MarginalPath:
             per_row += (4 * k * d * d if self.data.kind == "full" else 2 * k * d) + 3 * d * d
         item = 4 if x.dtype == xp.float32 else 8
         out: dict[str, Array] = {}
+        parts: dict[str, list[Array]] = {}
         for sl in chunks(n, per_row * item, self._budget, cpu=on_cpu(x)):
             rows = slice(None) if shared else sl
             tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp)
@@ -282,15 +297,22 @@ class MarginalPath:
             if sl.start == 0 and sl.stop == n:
                 return vals
             # Results go straight into preallocated outputs, so peak memory is the budget plus
-            # one copy of the output (concatenating chunk results would hold it twice).
+            # one copy of the output (concatenating chunk results would hold it twice); under
+            # torch autograd too (slice assignment is differentiable). JAX arrays are
+            # immutable, so there the chunks are concatenated once at the end.
             for q, val in vals.items():
+                if immutable(x):
+                    parts.setdefault(q, []).append(val)
+                    continue
                 if q not in out:
                     out[q] = xp.empty((n, *val.shape[1:]), dtype=val.dtype, device=device(x))
                 out[q][sl, ...] = val
             del tm, chunk, vals
-        return out
+        return out if not parts else {q: xp.concat(v, axis=0) for q, v in parts.items()}
 
     def _check_valid(self, sv: ScheduleValues, xp: Any, want: tuple[str, ...]) -> None:
+        if traced(sv.alpha, sv.beta, sv.alpha_dot, sv.beta_beta_dot):
+            return  # no values under JAX tracing; eager calls make these checks
         if self._singular and not bool(xp.all(sv.beta > 0)):
             raise ValueError(
                 f"t: p_data has singular covariances ({self.data.kind} data), so p_t is not a "

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _gmm
 from ._check import MISSING, check_float, check_int, check_rng, positional_rng
-from ._xp import Array, device, from_numpy, is_numpy, namespace, points, to_numpy
+from ._xp import Array, device, eager, from_numpy, is_numpy, namespace, points, to_numpy
 
 __all__ = [
     "GaussianMixture",
@@ -227,20 +227,22 @@ class GaussianMixture:
                 f"{big:g}): pass float64 points"
             )
         conv = lambda a: None if a is None else from_numpy(a, xp, dev, dtype)  # noqa: E731
-        means = conv(self._means)
-        with np.errstate(over="ignore", invalid="ignore"):
-            mu_hi, mu_lo = _gmm.split(means, xp)
-        p = _gmm.Params(
-            log_weights=conv(logw),
-            means=means,
-            mu_hi=mu_hi,
-            mu_lo=mu_lo,
-            mu_rot=conv(mu_rot),
-            lam=conv(self._lam),
-            q=conv(self._q),
-            qcat=conv(qcat),
-            qcat_t=conv(None if qcat is None else np.ascontiguousarray(qcat.T)),
-        )
+        # eager: the cached parameters are concrete arrays even when built inside jax.jit
+        with eager(xp):
+            means = conv(self._means)
+            with np.errstate(over="ignore", invalid="ignore"):
+                mu_hi, mu_lo = _gmm.split(means, xp)
+            p = _gmm.Params(
+                log_weights=conv(logw),
+                means=means,
+                mu_hi=mu_hi,
+                mu_lo=mu_lo,
+                mu_rot=conv(mu_rot),
+                lam=conv(self._lam),
+                q=conv(self._q),
+                qcat=conv(qcat),
+                qcat_t=conv(None if qcat is None else np.ascontiguousarray(qcat.T)),
+            )
         self._cache[key] = p
         return p
 

@@ -39,6 +39,7 @@ from ._xp import (
     float_array,
     from_numpy,
     namespace,
+    require_mutable,
     times,
     to_numpy,
 )
@@ -121,6 +122,7 @@ class MLP:
         self.embedding_dim = None if n_classes is None else e
         gen = check_rng(rng)
         xp = namespace(like)
+        require_mutable(xp, "like")
         self._xp = xp
         self._dev = device(like) if like is not None else "cpu"
         self.dtype_name = check_float_dtype(dtype, xp)

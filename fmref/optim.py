@@ -21,7 +21,7 @@ import numpy as np
 
 from ._check import check_callable, check_float, check_int
 from ._checkpoint import check_float_states
-from ._xp import Array, device, from_numpy, namespace, to_numpy
+from ._xp import Array, device, from_numpy, namespace, require_mutable, to_numpy
 
 __all__ = ["Adam", "cosine_decay", "cosine_schedule"]
 
@@ -96,6 +96,7 @@ class Adam:
             raise ValueError("params must be a non-empty list of arrays")
         self.params = list(params)
         self._xp = namespace(*self.params)
+        require_mutable(self._xp, "params")
         for i, p in enumerate(self.params):
             if not self._xp.isdtype(p.dtype, "real floating"):
                 raise TypeError(f"params[{i}] must have a real floating dtype, got {p.dtype}")

@@ -21,7 +21,7 @@ from typing import Any, final
 import numpy as np
 
 from ._check import check_float
-from ._xp import Array, Namespace, namespace
+from ._xp import Array, Namespace, namespace, traced
 
 __all__ = [
     "VP",
@@ -58,7 +58,7 @@ def _as_t(t: Any) -> tuple[Array, Namespace]:
     xp = namespace(t)
     if not xp.isdtype(t.dtype, "real floating"):
         raise TypeError(f"t must have a real floating dtype, got {t.dtype}")
-    if not bool(xp.all((t >= 0) & (t <= 1))):
+    if not traced(t) and not bool(xp.all((t >= 0) & (t <= 1))):
         raise ValueError("t must lie in [0, 1] (no NaN)")
     return t, xp
 
@@ -277,7 +277,7 @@ class Custom(Schedule):
         if not xp.isdtype(v.dtype, "real floating"):
             raise TypeError(f"{name} must return a real floating array, got dtype {v.dtype}")
         bad = ~xp.isfinite(v) if finite else xp.isnan(v)
-        if bool(xp.any(bad)):
+        if not traced(bad) and bool(xp.any(bad)):
             what = "non-finite" if finite else "NaN"
             raise ValueError(f"{name} returned {what} values at some t in [0, 1]")
         return v
@@ -285,7 +285,7 @@ class Custom(Schedule):
     def _values(self, t: Array, xp: Namespace) -> ScheduleValues:
         a = self._checked("alpha", self.alpha(t), t, xp, finite=True)
         b = self._checked("beta", self.beta(t), t, xp, finite=True)
-        if bool(xp.any(b < 0)):
+        if not traced(b) and bool(xp.any(b < 0)):
             raise ValueError("beta must return β_t >= 0 (the noise scale), got a negative value")
         # Supplied derivatives may be infinite at an endpoint (β̇ of √(1 − t) at t = 1).
         ad = self.alpha_dot(t) if self.alpha_dot else self._fd(self.alpha, t, xp)

@@ -193,3 +193,83 @@ def test_ode_likelihood_matches_exact_log_p_data(one_thread) -> None:
     )
     with pytest.raises(AssertionError, match="assert_log_likelihood_close"):
         assert_log_likelihood_close(lambda x: flow_log_prob(x, wrong), mp, n=8, like=like)
+
+
+@pytest.mark.slow
+def test_fmref_field_likelihood_and_dopri5_sampling(one_thread) -> None:
+    """fmref's own field, unmodified: exact-divergence likelihood by autograd, dopri5 sampling.
+
+    compute_likelihood differentiates the model with torch autograd (exact_divergence=True), and
+    dopri5 probes t past 1 (the wrapper clamps it), so both failed before fmref traced cleanly.
+    """
+    mp = fmref.MarginalPath(DATA, fmref.Linear())
+    solver = fm_solver.ODESolver(velocity_model=as_flow_matching_model(mp.vector_field))
+
+    def log_p0(x: Any) -> Any:
+        return -0.5 * (x**2).sum(1) - x.shape[1] * 0.5 * math.log(2 * math.pi)
+
+    def flow_log_prob(x1: Any, solver: Any = solver) -> Any:
+        _, logp = solver.compute_likelihood(
+            x_1=x1,
+            log_p0=log_p0,
+            step_size=None,
+            method="dopri5",
+            atol=1e-8,
+            rtol=1e-8,
+            time_grid=torch.tensor([1.0, 0.0], dtype=torch.float64),
+            exact_divergence=True,
+        )
+        return logp.detach()
+
+    like = torch.zeros(1, dtype=torch.float64)
+    assert_log_likelihood_close(flow_log_prob, mp, n=8, like=like)
+    wrong = fm_solver.ODESolver(
+        velocity_model=as_flow_matching_model(lambda x, t: 0.98 * mp.vector_field(x, t))
+    )
+    with pytest.raises(AssertionError, match="assert_log_likelihood_close"):
+        assert_log_likelihood_close(lambda x: flow_log_prob(x, wrong), mp, n=8, like=like)
+
+    # dopri5 sampling from p_0 = N(0, I) at t = 0 to t = 1: the exact flow maps noise to data,
+    # so the endpoints' mean and covariance are the mixture's (closed-form moments, with the
+    # mean's Monte Carlo standard error).
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4000, 2, generator=g, dtype=torch.float64)
+    x1 = solver.sample(
+        x_init=x0,
+        step_size=None,
+        method="dopri5",
+        atol=1e-7,
+        rtol=1e-7,
+        time_grid=torch.tensor([0.0, 1.0], dtype=torch.float64),
+    )
+    mean = DATA.weights @ DATA.means
+    cov = sum(
+        w * (c + np.outer(m - mean, m - mean))
+        for w, m, c in zip(DATA.weights, DATA.means, DATA.covs, strict=True)
+    )
+    got = x1.numpy()
+    se = np.sqrt(np.diag(cov) / got.shape[0])
+    np.testing.assert_allclose(got.mean(0), mean, rtol=0, atol=5 * se.max())
+    np.testing.assert_allclose(np.cov(got.T), cov, rtol=0.1, atol=0.05)
+    # an endpoint one step short (t = 0.5) is not p_data: its spread is too wide, caught
+    short = solver.sample(
+        x_init=x0,
+        step_size=None,
+        method="dopri5",
+        atol=1e-7,
+        rtol=1e-7,
+        time_grid=torch.tensor([0.0, 0.5], dtype=torch.float64),
+    )
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(np.cov(short.numpy().T), cov, rtol=0.1, atol=0.05)
+
+
+def test_flow_matching_model_clamps_t() -> None:
+    """t beyond [0, 1] (dopri5's probes) evaluates the field at the nearest end of [0, 1]."""
+    mp = fmref.MarginalPath(DATA, fmref.Linear())
+    model = as_flow_matching_model(mp.vector_field)
+    x = torch.tensor([[0.3, -0.2], [1.0, 0.5]], dtype=torch.float64)
+    got = model(x=x, t=torch.tensor(1.2, dtype=torch.float64))
+    torch.testing.assert_close(got, mp.vector_field(x, 1.0), rtol=1e-14, atol=0)
+    got = model(x=x, t=torch.tensor(-0.1, dtype=torch.float64))
+    torch.testing.assert_close(got, mp.vector_field(x, 0.0), rtol=1e-14, atol=0)
