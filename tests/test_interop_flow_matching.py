@@ -162,27 +162,33 @@ def one_thread() -> Any:
     torch.set_num_threads(old)
 
 
+def _dopri5_log_prob(solver: Any, x1: Any) -> Any:
+    """flow_matching's exact-divergence likelihood of x1 (dopri5 at 1e-8, p_0 = N(0, I))."""
+
+    def log_p0(x: Any) -> Any:
+        return -0.5 * (x**2).sum(1) - x.shape[1] * 0.5 * math.log(2 * math.pi)
+
+    _, logp = solver.compute_likelihood(
+        x_1=x1,
+        log_p0=log_p0,
+        step_size=None,
+        method="dopri5",
+        atol=1e-8,
+        rtol=1e-8,
+        time_grid=torch.tensor([1.0, 0.0], dtype=torch.float64),
+        exact_divergence=True,
+    )
+    return logp.detach()
+
+
 @pytest.mark.slow
 def test_ode_likelihood_matches_exact_log_p_data(one_thread) -> None:
     # CondOT: p_0 = N(0, I) exactly, so log p_1 = log p_0(X_0) − ∫ div u is exact up to the solver.
     exact = _torch_field("linear", {})
     solver = fm_solver.ODESolver(velocity_model=as_flow_matching_model(exact.vector_field))
 
-    def log_p0(x: Any) -> Any:
-        return -0.5 * (x**2).sum(1) - x.shape[1] * 0.5 * math.log(2 * math.pi)
-
     def flow_log_prob(x1: Any, solver: Any = solver) -> Any:
-        _, logp = solver.compute_likelihood(
-            x_1=x1,
-            log_p0=log_p0,
-            step_size=None,
-            method="dopri5",
-            atol=1e-8,
-            rtol=1e-8,
-            time_grid=torch.tensor([1.0, 0.0], dtype=torch.float64),
-            exact_divergence=True,
-        )
-        return logp.detach()
+        return _dopri5_log_prob(solver, x1)
 
     mp = fmref.MarginalPath(DATA, fmref.Linear())
     like = torch.zeros(1, dtype=torch.float64)
@@ -205,21 +211,8 @@ def test_fmref_field_likelihood_and_dopri5_sampling(one_thread) -> None:
     mp = fmref.MarginalPath(DATA, fmref.Linear())
     solver = fm_solver.ODESolver(velocity_model=as_flow_matching_model(mp.vector_field))
 
-    def log_p0(x: Any) -> Any:
-        return -0.5 * (x**2).sum(1) - x.shape[1] * 0.5 * math.log(2 * math.pi)
-
     def flow_log_prob(x1: Any, solver: Any = solver) -> Any:
-        _, logp = solver.compute_likelihood(
-            x_1=x1,
-            log_p0=log_p0,
-            step_size=None,
-            method="dopri5",
-            atol=1e-8,
-            rtol=1e-8,
-            time_grid=torch.tensor([1.0, 0.0], dtype=torch.float64),
-            exact_divergence=True,
-        )
-        return logp.detach()
+        return _dopri5_log_prob(solver, x1)
 
     like = torch.zeros(1, dtype=torch.float64)
     assert_log_likelihood_close(flow_log_prob, mp, n=8, like=like)
