@@ -92,15 +92,21 @@ def test_parameter_gradients_match_central_differences(backend: Any, act: str) -
     assert loss == pytest.approx(loss_at(base), rel=1e-13, abs=0)
     assert [tuple(g.shape) for g in grads] == [v.shape for v in base.values()]
     for name, g in zip(model.param_names, grads, strict=True):
-        fd = np.zeros(base[name].shape)
-        for idx in np.ndindex(fd.shape):
-            plus = {k: v.copy() for k, v in base.items()}
-            minus = {k: v.copy() for k, v in base.items()}
-            plus[name][idx] += FD_H
-            minus[name][idx] -= FD_H
-            fd[idx] = (loss_at(plus) - loss_at(minus)) / (2 * FD_H)
+        fd = fd_param_gradient(loss_at, base, name)
         assert np.abs(fd).max() > 1e-4, f"{name}: gradient vanishes, the check would be vacuous"
         np.testing.assert_allclose(backend.to_numpy(g), fd, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def fd_param_gradient(loss_at: Any, base: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """Central differences (float64) of ``loss_at(params)`` in every entry of ``base[name]``."""
+    fd = np.zeros(base[name].shape)
+    for idx in np.ndindex(fd.shape):
+        plus = {k: v.copy() for k, v in base.items()}
+        minus = {k: v.copy() for k, v in base.items()}
+        plus[name][idx] += FD_H
+        minus[name][idx] -= FD_H
+        fd[idx] = (loss_at(plus) - loss_at(minus)) / (2 * FD_H)
+    return fd
 
 
 def fd_jacobian(model: MLP, backend: Any, x: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -454,13 +460,7 @@ def test_embedding_gradients_match_central_differences(act: str) -> None:
 
     assert loss == pytest.approx(loss_at(base), rel=1e-13, abs=0)
     for name, g in zip(m.param_names, grads, strict=True):
-        fd = np.zeros(base[name].shape)
-        for idx in np.ndindex(fd.shape):
-            plus = {k: v.copy() for k, v in base.items()}
-            minus = {k: v.copy() for k, v in base.items()}
-            plus[name][idx] += FD_H
-            minus[name][idx] -= FD_H
-            fd[idx] = (loss_at(plus) - loss_at(minus)) / (2 * FD_H)
+        fd = fd_param_gradient(loss_at, base, name)
         assert np.abs(fd).max() > 1e-4, name
         np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9, err_msg=name)
     emb = grads[m.param_names.index("embedding")]
