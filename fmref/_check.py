@@ -85,6 +85,13 @@ def check_float(
     return v
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """A flag: True or False (or a NumPy bool), never a number or a string."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+
+
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of the strings ``choices`` (``TypeError`` if not a str)."""
     options = tuple(choices)

@@ -16,10 +16,24 @@ Per-time coefficients (v, and c = αα̇λ + ββ̇, the eigenvalues of ½Ṡ_k)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, cast
 
-from ._xp import LOG_2PI, Array, Namespace, device, imul, isub, traced
+import numpy as np
+
+from ._xp import (
+    LOG_2PI,
+    Array,
+    Namespace,
+    device,
+    imul,
+    index_assignable,
+    isub,
+    to_numpy,
+    traced,
+)
 
 
 @dataclass(frozen=True)
@@ -35,20 +49,141 @@ class Params:
     q: Array | None  # (k, d, d) eigenvectors (columns), None when Σ_k is diagonal
     qcat: Array | None  # (d, k d): [Q_1 … Q_K]
     qcat_t: Array | None  # (k d, d): its transpose
+    # For the pruning bound (fmref._prune): per component the J eigenvectors of the smallest
+    # eigenvalues as columns of one (d, k J) matrix, their eigenvalues and Q_Jᵀ μ_k; J = 0
+    # for isotropic and diagonal mixtures.
+    low_q: Array  # (d, k J)
+    low_lam: Array  # (k, J)
+    low_mu: Array  # (k, J)
+
+
+@dataclass
+class Slots:
+    """A compact layout: row i keeps only the S components comp[i, :] (fmref._prune).
+
+    Slot 0 holds each row's leading component, and rows come sorted by it, so the rows that
+    lead with component c are one contiguous block, ``lead`` lists (c, start, stop), and their
+    rotations are GEMMs on slices. The other slots (kept components beyond the first, padded
+    with the sentinel k) are grouped by a sort of their pairs: ``order`` lists the flat
+    indices into comp[:, 1:] by component, ``spans`` the (c, start, stop) of that order.
+    """
+
+    xp: Namespace
+    comp: Array  # (n, S) integer, sentinel k on padding
+    valid: Array  # (n, S) bool
+    safe: Array  # (n S,) comp with padding mapped to 0 (for gathers)
+    lead: tuple[tuple[int, int, int], ...]
+    order: Array | None  # (n (S − 1),) or None for S = 1
+    inverse: Array | None
+    spans: tuple[tuple[int, int, int], ...]
+    n_valid: int  # kept pairs beyond slot 0
+
+    @classmethod
+    def build(cls, comp: Array, k: int, xp: Namespace) -> Slots:
+        """Slots for comp (n, S): rows sorted by comp[:, 0] < k, padding = k after slot 0."""
+        n, s = comp.shape
+        first = to_numpy(comp[:, 0])
+        lead = _spans(np.bincount(first, minlength=k)) if n else ()
+        flat = xp.reshape(comp, (-1,))
+        safe = xp.where(flat < k, flat, xp.zeros_like(flat))
+        order = inverse = None
+        spans: tuple[tuple[int, int, int], ...] = ()
+        n_valid = 0
+        if s > 1:
+            rest = xp.reshape(comp[:, 1:], (-1,))
+            order = xp.argsort(rest, stable=True)
+            inverse = xp.argsort(order, stable=True)
+            counts = np.bincount(to_numpy(rest), minlength=k + 1)
+            spans, n_valid = _spans(counts[:k]), int(counts[:k].sum())
+        return cls(xp, comp, comp < k, safe, lead, order, inverse, spans, n_valid)
+
+    def gather(self, a: Array) -> Array:
+        """a[comp] for a per-component array a of shape (k, ...): shape (n, S, ...)."""
+        n, s = self.comp.shape
+        return self.xp.reshape(self.xp.take(a, self.safe, axis=0), (n, s, *a.shape[1:]))
+
+    def per_component(self, a: Array, fn: Callable[[int, Array], Array]) -> Array:
+        """fn(c, block) on the rows of a (n, S, ...) kept with component c; zero on padding."""
+        xp = self.xp
+        s = a.shape[1]
+        head = xp.concat([fn(c, a[lo:hi, 0, ...]) for c, lo, hi in self.lead], axis=0)
+        if s == 1:
+            return head[:, None, ...]
+        tail = self._scattered(a[:, 1:, ...], fn, head.shape[1:], head.dtype)
+        return xp.concat([head[:, None, ...], tail], axis=1)
+
+    def _scattered(
+        self, a: Array, fn: Callable[[int, Array], Array], rest: tuple[int, ...], dtype: Any
+    ) -> Array:
+        """per_component on the slots after the first, (n, S − 1, ...), through the sort."""
+        xp = self.xp
+        n, s = a.shape[:2]
+        order, inverse = cast(Array, self.order), cast(Array, self.inverse)
+        flat = xp.reshape(a, (n * s, *a.shape[2:]))
+        if index_assignable(a):
+            # gather and scatter per component: no sorted copy, no concatenation
+            out = xp.zeros((n * s, *rest), dtype=dtype, device=device(a))
+            for c, lo, hi in self.spans:
+                idx = order[lo:hi]
+                out[idx, ...] = fn(c, flat[idx, ...])
+            return xp.reshape(out, (n, s, *rest))
+        srt = xp.take(flat, order, axis=0)
+        pieces = [fn(c, srt[lo:hi, ...]) for c, lo, hi in self.spans]
+        pieces.append(xp.zeros((n * s - self.n_valid, *rest), dtype=dtype, device=device(a)))
+        out = xp.take(xp.concat(pieces, axis=0), inverse, axis=0)
+        return xp.reshape(out, (n, s, *rest))
+
+
+def _spans(counts: np.ndarray) -> tuple[tuple[int, int, int], ...]:
+    """(c, start, stop) of each nonempty run of a sequence sorted by c with these counts."""
+    ends = np.cumsum(counts)
+    return tuple((int(c), int(ends[c] - counts[c]), int(ends[c])) for c in np.nonzero(counts)[0])
 
 
 @dataclass
 class Terms:
-    """Per-chunk state: w = Q_kᵀ S_k⁻¹ r_k, eigenvalues v of S_k, log p and responsibilities."""
+    """Per-chunk state: w = Q_kᵀ S_k⁻¹ r_k, eigenvalues v of S_k, log p and responsibilities.
+
+    The component axis (of length K) runs over all k components, or, with ``slots``, over
+    the S components each row kept (fmref._prune); the per-component parameters below are
+    then gathered per row, and every formula of this module reads them the same way.
+    """
 
     xp: Namespace
     p: Params
     a: Array  # α, (m, 1, 1) with m = 1 (shared t) or n
     b: Array  # β, (m, 1, 1)
-    w: Array  # (n, k, d)
-    v: Array  # (m, k, d)
+    w: Array  # (n, K, d)
+    v: Array  # (m, K, d)
     log_prob: Array  # (n,)
-    gamma: Array  # (n, k)
+    gamma: Array  # (n, K)
+    slots: Slots | None = None
+
+    def _param(self, a: Array) -> Array:
+        return a[None, ...] if self.slots is None else self.slots.gather(a)
+
+    @cached_property
+    def lam(self) -> Array:
+        """Eigenvalues of Σ_k, (1 or n, K, d)."""
+        return self._param(self.p.lam)
+
+    @cached_property
+    def mu_rot(self) -> Array:
+        """Q_kᵀ μ_k, (1 or n, K, d)."""
+        return self._param(self.p.mu_rot)
+
+    @cached_property
+    def means(self) -> Array:
+        """μ_k, (1 or n, K, d)."""
+        return self._param(self.p.means)
+
+    @cached_property
+    def log_weights(self) -> Array:
+        """log π_k, (1 or n, K); −inf on padding slots."""
+        lw = self._param(self.p.log_weights)
+        if self.slots is None:
+            return lw
+        return self.xp.where(self.slots.valid, lw, self.xp.full_like(lw, -math.inf))
 
     @property
     def g3(self) -> Array:
@@ -59,32 +194,74 @@ class Terms:
         """γ_k w_k, shared by the score, the velocity and the posterior means."""
         return self.g3 * self.w
 
+    def _rotate(self, w: Array, transpose: bool) -> Array:
+        """w_k @ Q_kᵀ (transpose) or w_k @ Q_k per kept pair, over the slots' groups."""
+        q, slots = cast(Array, self.p.q), cast(Slots, self.slots)
+        if transpose:
+            return slots.per_component(w, lambda c, blk: blk @ self.xp.matrix_transpose(q[c]))
+        return slots.per_component(w, lambda c, blk: blk @ q[c])
+
     def rotate_back(self, w: Array) -> Array:
-        """Σ_k Q_k w_k for w of shape (n, k, d); one GEMM for full covariances."""
-        if self.p.qcat_t is None:
+        """Σ_k Q_k w_k for w of shape (n, K, d); one GEMM for full covariances."""
+        if self.p.q is not None and self.slots is not None:
+            return self.xp.sum(self._rotate(w, True), axis=1)
+        if self.p.qcat_t is None or self.slots is not None:
             return self.xp.sum(w, axis=1)
         n, k, d = w.shape
         return self.xp.reshape(w, (n, k * d)) @ self.p.qcat_t
 
     def rotate_in(self, x: Array) -> Array:
-        """Q_kᵀ x for every k, shape (n, k, d) (a broadcast view without rotations)."""
+        """Q_kᵀ x for every k, shape (n, K, d) (a broadcast view without rotations)."""
         if self.p.q is None:
             return x[:, None, :]
         n, d = x.shape
+        if self.slots is not None:
+            s = self.slots.comp.shape[1]
+            return self._rotate(self.xp.broadcast_to(x[:, None, :], (n, s, d)), False)
         return self.xp.reshape(x @ self.p.qcat, (n, self.p.lam.shape[0], d))
 
     def rotate_each(self, w: Array) -> Array:
-        """Q_k w_k per component, shape (n, k, d)."""
+        """Q_k w_k per component, shape (n, K, d)."""
         if self.p.q is None:
             return w
+        if self.slots is not None:
+            return self._rotate(w, True)
         return self.xp.squeeze(self.p.q[None, ...] @ w[..., None], axis=-1)
 
+    def sum_rotated_diag(self, g: Array) -> Array:
+        """Σ_k Q_k diag(g_k) Q_kᵀ for g of shape (n, K, d): shape (n, d, d)."""
+        xp = self.xp
+        d = g.shape[2]
+        if self.p.q is None:
+            eye = xp.eye(d, dtype=g.dtype, device=device(g))
+            return xp.sum(g, axis=1)[:, :, None] * eye[None, ...]
+        q = self.p.q
+        if self.slots is not None:
+
+            def one(c: int, blk: Array) -> Array:
+                return (q[c][None, ...] * blk[:, None, :]) @ xp.matrix_transpose(q[c])
+
+            return xp.sum(self.slots.per_component(g, one), axis=1)
+        return xp.sum((q[None, ...] * g[:, :, None, :]) @ xp.matrix_transpose(q[None, ...]), axis=1)
+
     def weighted_means(self) -> Array:
-        return self.gamma @ self.p.means
+        if self.slots is None:
+            return self.gamma @ self.p.means
+        return self.xp.sum(self.g3 * self.means, axis=1)
+
+    def responsibilities(self) -> Array:
+        """γ over all k components, (n, k) (zero for pruned ones)."""
+        if self.slots is None:
+            return self.gamma
+        xp = self.xp
+        k = self.p.lam.shape[0]
+        ks = xp.arange(k, dtype=self.slots.comp.dtype, device=device(self.gamma))
+        hit = xp.astype(self.slots.comp[:, :, None] == ks[None, None, :], self.gamma.dtype)
+        return xp.sum(self.g3 * hit, axis=1)
 
     def half_sdot(self, ad: Array, bbd: Array) -> Array:
         """c = αα̇λ + ββ̇: eigenvalues of ½Ṡ_k, so A_k r_k ↦ c·w and tr A_k = Σ c/v."""
-        return (self.a * ad) * self.p.lam[None, ...] + bbd
+        return (self.a * ad) * self.lam + bbd
 
 
 def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Terms:
@@ -99,7 +276,6 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
     to one rounding (:func:`_residual`), then rotated by one batched GEMM, k products of
     (n × d) by (d × d). Isotropic and diagonal mixtures always take the exact route (no GEMM).
     """
-    d = x.shape[1]
     a = xp.reshape(alpha, (-1, 1, 1))
     b = xp.reshape(beta, (-1, 1, 1))
     v = (a * a) * p.lam[None, ...] + b * b
@@ -118,15 +294,78 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
         )
         y = imul(y, inv_sqrt_v)
         quad = xp.vecdot(y, y, axis=-1)
+    return _finish(p, y, quad, v, inv_sqrt_v, a, b, p.log_weights[None, :], xp)
+
+
+def take_rows(tm: Terms, pos: Array, slots: Slots) -> Terms:
+    """The Terms of rows ``pos`` of ``tm``, laid out by ``slots`` (the same components)."""
+    xp = tm.xp
+
+    def rows(a: Array) -> Array:
+        return a if a.shape[0] == 1 else xp.take(a, pos, axis=0)
+
+    w, lp, g = (xp.take(v, pos, axis=0) for v in (tm.w, tm.log_prob, tm.gamma))
+    return Terms(xp, tm.p, rows(tm.a), rows(tm.b), w, rows(tm.v), lp, g, slots)
+
+
+def compute_slots(
+    p: Params, x: Array, alpha: Array, beta: Array, slots: Slots, xp: Namespace
+) -> Terms:
+    """:func:`compute` for the components each row kept (``slots``, from fmref._prune).
+
+    Always the exact route: residuals x − α μ_k formed first for each kept pair, then one
+    GEMM per component over the rows that kept it (no shift folded into a rotation).
+    """
+    a = xp.reshape(alpha, (-1, 1, 1))
+    b = xp.reshape(beta, (-1, 1, 1))
+    mu, hi, lo = (slots.gather(m) for m in (p.means, p.mu_hi, p.mu_lo))
+    y = _residual(x[:, None, :], a, mu, hi, lo, xp)  # (n, S, d)
+    del mu, hi, lo
+    if a.shape[0] == 1:
+        # one t: v, v^{-1/2} and log det per component, gathered per row
+        vk = (a * a) * p.lam[None, ...] + b * b
+        v, inv_sqrt_v = slots.gather(vk[0, ...]), slots.gather(1 / xp.sqrt(vk[0, ...]))
+        log_det = slots.gather(xp.sum(xp.log(vk[0, ...]), axis=1))
+    else:
+        v = (a * a) * slots.gather(p.lam) + b * b
+        inv_sqrt_v, log_det = 1 / xp.sqrt(v), None
+    if p.q is not None:
+        q = p.q
+        y = slots.per_component(y, lambda c, blk: blk @ q[c])
+    y = imul(y, inv_sqrt_v)
+    # padding slots hold a real component's residual; zero them so γ = 0 meets no inf
+    y = xp.where(slots.valid[:, :, None], y, xp.zeros_like(y))
+    quad = xp.vecdot(y, y, axis=-1)
+    lw = slots.gather(p.log_weights)
+    lw = xp.where(slots.valid, lw, xp.full_like(lw, -math.inf))
+    return _finish(p, y, quad, v, inv_sqrt_v, a, b, lw, xp, slots, log_det)
+
+
+def _finish(
+    p: Params,
+    y: Array,
+    quad: Array,
+    v: Array,
+    inv_sqrt_v: Array,
+    a: Array,
+    b: Array,
+    log_weights: Array,
+    xp: Namespace,
+    slots: Slots | None = None,
+    log_det: Array | None = None,
+) -> Terms:
+    """Terms from whitened residuals y, their squared norms ``quad`` and eigenvalues v."""
+    d = y.shape[2]
     # y is the whitened residual S_k^{-1/2} r_k in the eigenbasis: its squared norm is the
     # quadratic form, and one more in-place scaling gives w without a new (n, k, d) array.
-    log_det = xp.sum(xp.log(v), axis=2)
-    joint = p.log_weights[None, :] - 0.5 * (quad + log_det + d * LOG_2PI)
+    if log_det is None:
+        log_det = xp.sum(xp.log(v), axis=2)
+    joint = log_weights - 0.5 * (quad + log_det + d * LOG_2PI)
     y = imul(y, inv_sqrt_v)
     log_prob, gamma, ok = _normalise(joint, xp)
     if traced(ok) or not bool(xp.all(ok)):
-        gamma = xp.where(ok, gamma, _overflow_limit(y * xp.sqrt(v), p.log_weights, xp))
-    return Terms(xp, p, a, b, y, v, log_prob, gamma)
+        gamma = xp.where(ok, gamma, _overflow_limit(y * xp.sqrt(v), log_weights, xp))
+    return Terms(xp, p, a, b, y, v, log_prob, gamma, slots)
 
 
 def _rotate_fast(p: Params, x: Array, alpha: Array, inv_sqrt_v: Array, xp: Namespace) -> Array:
@@ -267,7 +506,7 @@ def divergence(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
     d = tm.w.shape[2]
     c = tm.half_sdot(ad, bbd)
     tr_a = xp.sum(c / tm.v, axis=2)
-    uk = ad * tm.p.mu_rot[None, ...] + c * tm.w
+    uk = ad * tm.mu_rot + c * tm.w
     plain = xp.sum(tm.gamma * (tr_a - xp.vecdot(tm.w, uk, axis=-1)), axis=1) - xp.vecdot(
         s, u, axis=-1
     )
@@ -281,26 +520,18 @@ def divergence(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
     if not traced(size) and bool(xp.all((d + 2) * eps * size <= 0.01 * math.sqrt(eps) * floor)):
         return plain
     del plain, norms
-    su = tm.rotate_in(xp.concat([s, u], axis=0))
-    n = s.shape[0]
-    ds = -tm.w - su[:n, ...]
-    du = uk - su[n:, ...]
+    ds = -tm.w - tm.rotate_in(s)
+    du = uk - tm.rotate_in(u)
     return xp.sum(tm.gamma * (tr_a + xp.vecdot(ds, du, axis=-1)), axis=1)
 
 
 def jacobian(tm: Terms, ad: Array, bbd: Array, u: Array, s: Array) -> Array:
     """∇u = Σ_k γ_k [A_k + (u_k − u)(s_k − s)ᵀ], shape (n, d, d); centred as in divergence."""
     xp = tm.xp
-    d = tm.w.shape[2]
     c = tm.half_sdot(ad, bbd)
     gw = tm.g3 * (c / tm.v)  # (n, k, d): γ_k times the eigenvalues of A_k
-    if tm.p.q is None:
-        eye = xp.eye(d, dtype=u.dtype, device=device(u))
-        a_sum = xp.sum(gw, axis=1)[:, :, None] * eye[None, ...]
-    else:
-        q = tm.p.q[None, ...]  # (1, k, d, d)
-        a_sum = xp.sum((q * gw[:, :, None, :]) @ xp.matrix_transpose(q), axis=1)
-    uk = ad * tm.p.means[None, ...] + tm.rotate_each(c * tm.w) - u[:, None, :]
+    a_sum = tm.sum_rotated_diag(gw)
+    uk = ad * tm.means + tm.rotate_each(c * tm.w) - u[:, None, :]
     sk = tm.rotate_each(-tm.w) - s[:, None, :]
     return a_sum + xp.matrix_transpose(tm.g3 * uk) @ sk
 
@@ -309,15 +540,13 @@ def dlog_prob_dt(tm: Terms, ad: Array, bbd: Array) -> Array:
     """∂_t log p_t = Σ_k γ_k [ṁ·S⁻¹r + ½ rᵀS⁻¹ṠS⁻¹r − ½ tr(S⁻¹Ṡ)], with ½Ṡ ↦ c."""
     xp = tm.xp
     c = tm.half_sdot(ad, bbd)
-    per_k = xp.vecdot(ad * tm.p.mu_rot[None, ...] + c * tm.w, tm.w, axis=-1) - xp.sum(
-        c / tm.v, axis=2
-    )
+    per_k = xp.vecdot(ad * tm.mu_rot + c * tm.w, tm.w, axis=-1) - xp.sum(c / tm.v, axis=2)
     return xp.sum(tm.gamma * per_k, axis=1)
 
 
 def posterior_mean(tm: Terms) -> Array:
     """E[z|x] = Σ_k γ_k e_k, e_k = μ_k + α Σ_k S_k⁻¹ r_k."""
-    lam = tm.p.lam[None, ...]
+    lam = tm.lam
     return tm.weighted_means() + tm.rotate_back(tm.gw * (tm.a * lam))
 
 
@@ -335,8 +564,8 @@ def posterior_cov_parts(tm: Terms, ez: Array) -> tuple[Array, Array]:
     the CFM floor multiply by (α̇β − β̇α)² instead of c_t² = (α̇ − β̇α/β)², finite as β → 0.
     """
     xp = tm.xp
-    lam = tm.p.lam[None, ...]
-    e_k = tm.p.means[None, ...] + tm.rotate_each((tm.a * lam) * tm.w)
+    lam = tm.lam
+    e_k = tm.means + tm.rotate_each((tm.a * lam) * tm.w)
     diff = e_k - ez[:, None, :]
     within = xp.sum(tm.gamma * xp.sum(lam / tm.v, axis=2), axis=1)
     between = xp.sum(tm.gamma * xp.vecdot(diff, diff, axis=-1), axis=1)
@@ -367,7 +596,7 @@ def log_joint(tm: Terms) -> Array:
     d = tm.w.shape[2]
     quad = xp.sum(tm.v * tm.w * tm.w, axis=2)
     log_det = xp.sum(xp.log(tm.v), axis=2)
-    return tm.p.log_weights[None, :] - 0.5 * (quad + log_det + d * LOG_2PI)
+    return tm.log_weights - 0.5 * (quad + log_det + d * LOG_2PI)
 
 
 def given(tm: Terms, member: Array, log_prior: Array) -> Terms:
@@ -383,6 +612,6 @@ def given(tm: Terms, member: Array, log_prior: Array) -> Terms:
     masked = xp.where(member, joint, xp.full_like(joint, -math.inf))
     log_cond, gamma, ok = _normalise(masked, xp)
     if traced(ok) or not bool(xp.all(ok)):
-        lw = xp.where(member, tm.p.log_weights[None, :], xp.full_like(masked, -math.inf))
+        lw = xp.where(member, tm.log_weights, xp.full_like(masked, -math.inf))
         gamma = xp.where(ok, gamma, _overflow_limit(tm.w * xp.sqrt(tm.v), lw, xp))
-    return Terms(xp, tm.p, tm.a, tm.b, tm.w, tm.v, log_cond - log_prior, gamma)
+    return Terms(xp, tm.p, tm.a, tm.b, tm.w, tm.v, log_cond - log_prior, gamma, tm.slots)

@@ -118,6 +118,19 @@ def isub(a: Array, b: Array) -> Array:
     return a - b
 
 
+def index_assignable(x: Array) -> bool:
+    """Whether ``a[rows] = b`` with an integer index array works (NumPy, torch, CuPy).
+
+    The array API standard has no assignment by index arrays (array_api_strict refuses it),
+    and JAX arrays are immutable.
+    """
+    return bool(
+        array_api_compat.is_numpy_array(x)
+        or array_api_compat.is_torch_array(x)
+        or array_api_compat.is_cupy_array(x)
+    )
+
+
 def is_numpy(xp: Namespace) -> bool:
     return bool(array_api_compat.is_numpy_namespace(xp))
 

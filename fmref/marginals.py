@@ -27,20 +27,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, final
 
 import numpy as np
 
-from . import _dask, _gmm
-from ._check import MISSING, positional_rng
+from . import _dask, _gmm, _prune
+from ._check import MISSING, check_bool, positional_rng
 from ._xp import (
     Array,
     chunks,
     device,
     from_numpy,
     immutable,
+    index_assignable,
     memory_budget,
     mutable,
     on_cpu,
@@ -205,6 +206,9 @@ class MarginalPath:
     path : GaussianPath or Schedule (wrapped in a GaussianPath).
     memory_budget : bytes of temporaries per evaluation; default ``$FMREF_MEMORY_BUDGET`` or
         256 MiB. Rows are processed in chunks sized from n, k, d and the dtype.
+    prune : drop, row by row, the components whose contribution a bound computed beforehand
+        proves to be below ε² of every quantity (docs/numerics.md §8); the results differ from
+        ``prune=False`` only by rounding. Default True; never under JAX or with ``y=``.
 
     Every method takes x of shape (n, d) (float32 or float64, any array-API namespace) and t a
     float or an (n,) array in [0, 1], and returns arrays of x's namespace, device and dtype.
@@ -219,6 +223,7 @@ class MarginalPath:
         path: GaussianPath | Schedule,
         *,
         memory_budget: int | None = None,
+        prune: bool = True,
     ) -> None:
         if not isinstance(data, GaussianMixture):
             raise TypeError(f"data must be a GaussianMixture, got {type(data).__name__}")
@@ -230,6 +235,7 @@ class MarginalPath:
         self.path = path
         self.schedule = path.schedule
         self._budget = None if memory_budget is None else _check_budget(memory_budget)
+        self._prune = check_bool(prune, "prune")
         self._singular = bool((data.eigenvalues == 0).any())
 
     @property
@@ -283,32 +289,63 @@ class MarginalPath:
         self._check_valid(sv, xp, want)
         p = self.data.params(xp, device(x), x.dtype)
         k = self.data.n_components
-        per_row = 12 * k * d
-        if "jacobian" in want:
-            per_row += (4 * k * d * d if self.data.kind == "full" else 2 * k * d) + 3 * d * d
         item = 4 if x.dtype == xp.float32 else 8
-        out: dict[str, Array] = {}
-        parts: dict[str, list[Array]] = {}
-        for sl in chunks(n, per_row * item, self._budget, cpu=on_cpu(x)):
-            rows = slice(None) if shared else sl
-            tm = _gmm.compute(p, x[sl, ...], sv.alpha[rows], sv.beta[rows], xp)
-            chunk = _Chunk(tm, sv, rows, xp, None if lab is None else lab.rows(sl))
-            vals = {name: chunk.get(name) for name in want}
-            if sl.start == 0 and sl.stop == n:
-                return vals
-            # Results go straight into preallocated outputs, so peak memory is the budget plus
-            # one copy of the output (concatenating chunk results would hold it twice); under
-            # torch autograd too (slice assignment is differentiable). JAX arrays are
-            # immutable, so there the chunks are concatenated once at the end.
-            for q, val in vals.items():
-                if immutable(x):
-                    parts.setdefault(q, []).append(val)
-                    continue
-                if q not in out:
-                    out[q] = xp.empty((n, *val.shape[1:]), dtype=val.dtype, device=device(x))
-                out[q][sl, ...] = val
-            del tm, chunk, vals
-        return out if not parts else {q: xp.concat(v, axis=0) for q, v in parts.items()}
+        full = self.data.kind == "full"
+
+        def row_bytes(kk: int) -> int:
+            """Temporaries per row when kk components are evaluated."""
+            b = 12 * kk * d
+            if "jacobian" in want:
+                b += (4 * kk * d * d if full else 2 * kk * d) + 3 * d * d
+            return b * item
+
+        out = _Output(n, x, xp)
+
+        def dense(rows: slice | Array) -> dict[str, Array] | None:
+            """Evaluate the rows (a slice, or indices into x) with every component."""
+            for sub in chunks(_size(rows, n), row_bytes(k), self._budget, cpu=on_cpu(x)):
+                idx = _sub(rows, sub, xp)
+                svr = sv if shared else _take_rows(sv, idx, xp)
+                tm = _gmm.compute(p, _rows(x, idx, xp), svr.alpha, svr.beta, xp)
+                vals = _Chunk(tm, svr, xp, None if lab is None else lab.rows(idx, xp)).values(want)
+                if isinstance(idx, slice) and idx.start == 0 and idx.stop == n:
+                    return vals
+                out.put(idx, vals)
+                del tm, vals
+            return None
+
+        # a plan holds bounds for every component and the compact layout's temporaries
+        plan_bytes = (k * (p.low_mu.shape[1] + 16)) * item + row_bytes(_prune.max_slots(k))
+        if (
+            lab is not None
+            or immutable(x)
+            or k < 4
+            or not self._prune
+            or plan_bytes > memory_budget(self._budget)
+        ):
+            # given y the class's components must stay, whatever the others do; JAX arrays
+            # (and tracers) have no values to plan from and no in-place outputs; a budget
+            # below one row's plan leaves no room to plan
+            whole = dense(slice(0, n))
+            return whole if whole is not None else out.result()
+        for sl in chunks(n, plan_bytes, self._budget, cpu=False):
+            xs = x[sl, ...]
+            svs = sv if shared else _take_rows(sv, sl, xp)
+            found = _prune.compute(p, xs, svs.alpha, svs.beta, svs.alpha_dot, svs.beta_beta_dot, xp)
+            if found is None:
+                whole = dense(sl)
+                if whole is not None:
+                    return whole
+                continue
+            found_dense = found.dense
+            for rows_h, tm in found.pieces:
+                rows = from_numpy(rows_h + sl.start, xp, device(x), xp.int64)
+                svp = sv if shared else _take_rows(sv, rows, xp)
+                out.put(rows, _Chunk(tm, svp, xp).values(want))
+            del found
+            if found_dense.size:
+                dense(from_numpy(found_dense + sl.start, xp, device(x), xp.int64))
+        return out.result()
 
     def _check_valid(self, sv: ScheduleValues, xp: Any, want: tuple[str, ...]) -> None:
         if traced(sv.alpha, sv.beta, sv.alpha_dot, sv.beta_beta_dot):
@@ -421,10 +458,10 @@ class _Chunk:
         self,
         tm: _gmm.Terms,
         sv: ScheduleValues,
-        rows: slice,
         xp: Any,
         labels: tuple[Array, Array] | None = None,
     ) -> None:
+        # ``sv`` holds the schedule at this chunk's rows, or at the one shared t
         # With labels (membership mask, log π_y) every quantity is the one of p_t(· | y), from
         # the class's renormalised terms; the joint terms stay for the classifier.
         self.joint = tm
@@ -432,10 +469,13 @@ class _Chunk:
             member, self.log_prior = labels
             tm = _gmm.given(tm, member, self.log_prior)
         self.tm = tm
-        self.ad = xp.reshape(sv.alpha_dot[rows], (-1, 1, 1))
-        self.bbd = xp.reshape(sv.beta_beta_dot[rows], (-1, 1, 1))
-        self.sv, self.rows = sv, rows
+        self.ad = xp.reshape(sv.alpha_dot, (-1, 1, 1))
+        self.bbd = xp.reshape(sv.beta_beta_dot, (-1, 1, 1))
+        self.sv = sv
         self.cache: dict[str, Array] = {}
+
+    def values(self, want: tuple[str, ...]) -> dict[str, Array]:
+        return {name: self.get(name) for name in want}
 
     def get(self, name: str) -> Array:
         if name not in self.cache:
@@ -446,7 +486,7 @@ class _Chunk:
         return self.tm.log_prob
 
     def responsibilities(self) -> Array:
-        return self.tm.gamma
+        return self.tm.responsibilities()
 
     def score(self) -> Array:
         return _gmm.score(self.tm)
@@ -475,8 +515,8 @@ class _Chunk:
         return _gmm.posterior_cov_trace(self.tm, self.get("posterior_mean"))
 
     def cfm_floor_integrand(self) -> Array:
-        sv, r = self.sv, self.rows
-        g = sv.alpha_dot[r] * sv.beta[r] - sv.beta_dot[r] * sv.alpha[r]
+        sv = self.sv
+        g = sv.alpha_dot * sv.beta - sv.beta_dot * sv.alpha
         return _gmm.cfm_floor_integrand(self.tm, self.get("posterior_mean"), g)
 
     def classifier_log_prob(self) -> Array:
@@ -484,6 +524,76 @@ class _Chunk:
 
     def classifier_score(self) -> Array:
         return self.get("score") - _gmm.score(self.joint)
+
+
+class _Output:
+    """Per-row results of chunks, assembled into (n, …) arrays.
+
+    Where the namespace writes in place (NumPy, torch, CuPy) each chunk goes straight into a
+    preallocated output, by slice or by row indices, so peak memory is the budget plus one
+    copy of the output (concatenating would hold it twice); under torch autograd too (index
+    assignment is differentiable). JAX arrays are immutable and array_api_strict has no
+    assignment by index arrays: there the pieces are concatenated once and put in row order.
+    """
+
+    def __init__(self, n: int, x: Array, xp: Any) -> None:
+        self.n, self.x, self.xp = n, x, xp
+        self.direct = index_assignable(x)
+        self.out: dict[str, Array] = {}
+        self.rows: list[slice | Array] = []
+        self.parts: dict[str, list[Array]] = {}
+
+    def put(self, rows: slice | Array, vals: dict[str, Array]) -> None:
+        xp = self.xp
+        if not self.direct:
+            self.rows.append(rows)
+            for q, val in vals.items():
+                self.parts.setdefault(q, []).append(val)
+            return
+        for q, val in vals.items():
+            if q not in self.out:
+                shape = (self.n, *val.shape[1:])
+                self.out[q] = xp.empty(shape, dtype=val.dtype, device=device(self.x))
+            self.out[q][rows, ...] = val
+
+    def result(self) -> dict[str, Array]:
+        if self.direct:
+            return self.out
+        xp = self.xp
+        whole = {q: xp.concat(v, axis=0) for q, v in self.parts.items()}
+        if all(isinstance(r, slice) for r in self.rows):
+            return whole  # chunks in row order
+        dev = device(self.x)
+        order = xp.concat([_as_index(r, xp, dev) for r in self.rows], axis=0)
+        inverse = xp.argsort(order, stable=True)
+        return {q: xp.take(v, inverse, axis=0) for q, v in whole.items()}
+
+
+def _as_index(rows: slice | Array, xp: Any, dev: Any) -> Array:
+    if isinstance(rows, slice):
+        return xp.arange(rows.start, rows.stop, dtype=xp.int64, device=dev)
+    return rows
+
+
+def _size(rows: slice | Array, n: int) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else int(rows.shape[0])
+
+
+def _sub(rows: slice | Array, sub: slice, xp: Any) -> slice | Array:
+    """Rows ``sub`` (a slice into ``rows``) of ``rows``, as a slice or indices into x."""
+    if isinstance(rows, slice):
+        return slice(rows.start + sub.start, rows.start + sub.stop)
+    return rows[sub]
+
+
+def _rows(a: Array, rows: slice | Array, xp: Any) -> Array:
+    """a's rows: a slice, or a gather by indices."""
+    return a[rows, ...] if isinstance(rows, slice) else xp.take(a, rows, axis=0)
+
+
+def _take_rows(sv: ScheduleValues, rows: slice | Array, xp: Any) -> ScheduleValues:
+    """The schedule values at the given rows (of per-row times)."""
+    return ScheduleValues(*(_rows(getattr(sv, f.name), rows, xp) for f in fields(sv)))
 
 
 def _check_budget(b: int) -> int:
@@ -544,7 +654,7 @@ class _Labels:
         self.member = from_numpy(mask, xp, dev, xp.bool)
         self.log_prior = from_numpy(log_prior, xp, dev, dtype)
 
-    def rows(self, sl: slice) -> tuple[Array, Array]:
+    def rows(self, rows: slice | Array, xp: Any) -> tuple[Array, Array]:
         if self.shared:
             return self.member, self.log_prior
-        return self.member[sl, ...], self.log_prior[sl]
+        return _rows(self.member, rows, xp), _rows(self.log_prior, rows, xp)

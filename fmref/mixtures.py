@@ -8,7 +8,7 @@ from typing import Any, Literal, final
 
 import numpy as np
 
-from . import _gmm
+from . import _gmm, _prune
 from ._check import MISSING, check_float, check_int, check_rng, positional_rng
 from ._xp import Array, device, eager, from_numpy, is_numpy, namespace, points, to_numpy
 
@@ -232,6 +232,9 @@ class GaussianMixture:
             means = conv(self._means)
             with np.errstate(over="ignore", invalid="ignore"):
                 mu_hi, mu_lo = _gmm.split(means, xp)
+            low_q, low_lam, low_mu = (
+                conv(a) for a in _prune.directions(self._lam, self._q, self._means)
+            )
             p = _gmm.Params(
                 log_weights=conv(logw),
                 means=means,
@@ -242,6 +245,9 @@ class GaussianMixture:
                 q=conv(self._q),
                 qcat=conv(qcat),
                 qcat_t=conv(None if qcat is None else np.ascontiguousarray(qcat.T)),
+                low_q=low_q,
+                low_lam=low_lam,
+                low_mu=low_mu,
             )
         self._cache[key] = p
         return p
