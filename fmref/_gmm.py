@@ -198,8 +198,8 @@ class Terms:
         """w_k @ Q_kᵀ (transpose) or w_k @ Q_k per kept pair, over the slots' groups."""
         q, slots = cast(Array, self.p.q), cast(Slots, self.slots)
         if transpose:
-            return slots.per_component(w, lambda c, blk: blk @ self.xp.matrix_transpose(q[c]))
-        return slots.per_component(w, lambda c, blk: blk @ q[c])
+            return slots.per_component(w, lambda c, blk: blk @ self.xp.matrix_transpose(q[c, ...]))
+        return slots.per_component(w, lambda c, blk: blk @ q[c, ...])
 
     def rotate_back(self, w: Array) -> Array:
         """Σ_k Q_k w_k for w of shape (n, K, d); one GEMM for full covariances."""
@@ -239,7 +239,7 @@ class Terms:
         if self.slots is not None:
 
             def one(c: int, blk: Array) -> Array:
-                return (q[c][None, ...] * blk[:, None, :]) @ xp.matrix_transpose(q[c])
+                return (q[c, ...][None, ...] * blk[:, None, :]) @ xp.matrix_transpose(q[c, ...])
 
             return xp.sum(self.slots.per_component(g, one), axis=1)
         return xp.sum((q[None, ...] * g[:, :, None, :]) @ xp.matrix_transpose(q[None, ...]), axis=1)
@@ -331,7 +331,7 @@ def compute_slots(
         inv_sqrt_v, log_det = 1 / xp.sqrt(v), None
     if p.q is not None:
         q = p.q
-        y = slots.per_component(y, lambda c, blk: blk @ q[c])
+        y = slots.per_component(y, lambda c, blk: blk @ q[c, ...])
     y = imul(y, inv_sqrt_v)
     # padding slots hold a real component's residual; zero them so γ = 0 meets no inf
     y = xp.where(slots.valid[:, :, None], y, xp.zeros_like(y))

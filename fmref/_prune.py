@@ -53,6 +53,11 @@ def max_slots(k: int) -> int:
     return max(2, min(k // 4, MAX_OTHERS + 1))
 
 
+def log_delta(eps: float) -> float:
+    """ln δ: dropped components carry at most δ = ε²/e of each quantity's scale."""
+    return 2 * math.log(eps) - 1
+
+
 def directions(lam: np.ndarray, q: np.ndarray | None, means: np.ndarray) -> tuple[np.ndarray, ...]:
     """(low_q (d, k J), low_lam (k, J), low_mu (k, J)) for :class:`fmref._gmm.Params`.
 
@@ -93,32 +98,119 @@ def compute(
     beta_beta_dot: Array,
     xp: Namespace,
     *,
+    covariance: bool = False,
     probe: bool = True,
 ) -> Pruned | None:
     """Kernel terms of x at α, β ((1,) shared or (n,) per row) without the pruned components.
 
     None when nothing worth pruning was found (or the bounds are not finite, e.g. for points
     whose squared distances overflow: the dense kernel handles those).
+
+    ``covariance``: the posterior covariance (tr Cov(z|x), the CFM floor) is wanted. Its
+    between-component part Σ_k γ_k‖e_k − E[z|x]‖² is of the size of the second-largest γ_k
+    when one component dominates, so it is exact to ε² of its size only if that size has a
+    floor: the within part β² Σ_k γ_k Σ_i λ_i/v_i ≥ β² min_k λ_min/v_max. δ is scaled by that
+    floor; for singular data (some λ = 0) nothing is pruned.
     """
     if traced(x, alpha, beta):
         return None
-    n, d = x.shape
+    n = x.shape[0]
     k = p.lam.shape[0]
     if n == 0 or k < 4:
         return None
+    eps = float(xp.finfo(x.dtype).eps)
+    cut = log_delta(eps)
+    if covariance:
+        # smallest over rows and components: least β², largest α²
+        b2, a2 = xp.min(beta * beta), xp.max(alpha * alpha)
+        floor = float(b2 * xp.min(xp.min(p.lam, axis=1) / (xp.max(p.lam, axis=1) * a2 + b2)))
+        if not floor > 0:
+            return None
+        cut += math.log(min(1.0, floor))
     if probe and n > 4 * PROBE:
         # plan the first rows alone: when pruning does not pay there, the rest is not planned
         sched = (alpha, beta, alpha_dot, beta_beta_dot)
         a0, b0, ad0, bbd0 = _rows_of(*sched, rows=slice(0, PROBE))
-        lead = compute(p, x[:PROBE, ...], a0, b0, ad0, bbd0, xp, probe=False)
+        lead = compute(p, x[:PROBE, ...], a0, b0, ad0, bbd0, xp, covariance=covariance, probe=False)
         if lead is None:
             return None
         a1, b1, ad1, bbd1 = _rows_of(*sched, rows=slice(PROBE, n))
-        rest = compute(p, x[PROBE:, ...], a1, b1, ad1, bbd1, xp, probe=False)
+        rest = compute(p, x[PROBE:, ...], a1, b1, ad1, bbd1, xp, covariance=covariance, probe=False)
         if rest is None:
             return Pruned(lead.pieces, np.concatenate([lead.dense, np.arange(PROBE, n)]))
         moved = tuple((rows + PROBE, tm) for rows, tm in rest.pieces)
         return Pruned(lead.pieces + moved, np.concatenate([lead.dense, rest.dense + PROBE]))
+    joint_hi, log_size = bounds(p, x, alpha, beta, alpha_dot, beta_beta_dot, xp)
+    # bounds log γ_k + 2 log M_k + log p_t(x) from above
+    upper = joint_hi + 2 * log_size
+    if not bool(xp.all(xp.isfinite(upper))):
+        return None
+    # log p_t(x) ≤ max_k joint_k + log k, so a component whose bound is within |ln δ| + log k
+    # of the largest is kept whatever the exact pass finds: when those alone leave too much
+    # work (points between the modes, small t), stop before the exact pass.
+    margin = cut - math.log(k)
+    top = xp.max(upper, axis=1, keepdims=True)
+    surely = np.maximum(to_numpy(xp.sum(xp.astype(upper >= top + margin, xp.int64), axis=1)) - 1, 0)
+    if _slot_count(surely, k)[1] > MAX_SHARE * n * k:
+        return None
+
+    # Rows sorted by the component of largest bound: its exact joint, computed for every row
+    # (and all there is for rows that keep only it), bounds log p_t(x) from below.
+    best_h = to_numpy(xp.argmax(upper, axis=1))
+    perm = np.argsort(best_h, kind="stable")
+    dev = device(x)
+    rows = from_numpy(perm, xp, dev, xp.int64)
+    best = from_numpy(best_h[perm], xp, dev, xp.int64)
+    shared = alpha.shape[0] == 1
+    al, be = (v if shared else xp.take(v, rows, axis=0) for v in (alpha, beta))
+    xs = xp.take(x, rows, axis=0)
+    first = _gmm.compute_slots(p, xs, al, be, _gmm.Slots.build(best[:, None], k, xp), xp)
+    if not bool(xp.all(xp.isfinite(first.log_prob))):
+        return None
+    ks = xp.arange(k, dtype=xp.int64, device=dev)
+    keep = xp.take(upper, rows, axis=0) >= first.log_prob[:, None] + cut
+    keep = keep & (ks[None, :] != best[:, None])  # the others kept besides the first
+    counts = to_numpy(xp.sum(xp.astype(keep, xp.int64), axis=1))
+    s, work = _slot_count(counts, k)
+    if work > MAX_SHARE * n * k:
+        return None
+
+    pieces = []
+    alone = np.nonzero(counts == 0)[0]
+    if alone.size:
+        pos = from_numpy(alone, xp, dev, xp.int64)
+        slots = _gmm.Slots.build(xp.take(best, pos, axis=0)[:, None], k, xp)
+        pieces.append((perm[alone], _gmm.take_rows(first, pos, slots)))
+    few = np.nonzero((counts > 0) & (counts < s))[0]
+    if few.size:
+        pos = from_numpy(few, xp, dev, xp.int64)
+        mask = xp.take(keep, pos, axis=0)
+        others = xp.where(mask, ks[None, :], xp.full_like(mask, k, dtype=xp.int64))
+        comp = xp.concat(
+            [xp.take(best, pos, axis=0)[:, None], xp.sort(others, axis=1)[:, : s - 1]], axis=1
+        )
+        al_f, be_f = (v if shared else xp.take(v, pos, axis=0) for v in (al, be))
+        xf = xp.take(xs, pos, axis=0)
+        tm = _gmm.compute_slots(p, xf, al_f, be_f, _gmm.Slots.build(comp, k, xp), xp)
+        pieces.append((perm[few], tm))
+    return Pruned(tuple(pieces), perm[counts >= s])
+
+
+def bounds(
+    p: _gmm.Params,
+    x: Array,
+    alpha: Array,
+    beta: Array,
+    alpha_dot: Array,
+    beta_beta_dot: Array,
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """(upper bounds on log π_k N(x; α μ_k, S_k), log M_k), each (n, k), for x (n, d).
+
+    M_k ≥ 1 bounds the norms of w_k = S_k⁻¹ r_k, u_k, e_k, β w_k and tr A_k (module docstring);
+    rates that are not finite count as 0 (the quantities using them are refused there).
+    """
+    d = x.shape[1]
     eps = float(xp.finfo(x.dtype).eps)
     a = xp.reshape(alpha, (-1, 1))  # (m, 1)
     b = xp.reshape(beta, (-1, 1))
@@ -147,59 +239,8 @@ def compute(
         + xp.sqrt(r2 + slack) / v_min * (1 + c_max + a * lam_max + b)
         + d * c_max / v_min
     )
-    # bounds log γ_k + 2 log M_k + log p_t(x) from above
-    upper = p.log_weights[None, :] - 0.5 * (quad_lo + log_det + d * LOG_2PI) + 2 * xp.log(size)
-    if not bool(xp.all(xp.isfinite(upper))):
-        return None
-    # log p_t(x) ≤ max_k joint_k + log k, so a component whose bound is within |ln δ| + log k
-    # of the largest is kept whatever the exact pass finds: when those alone leave too much
-    # work (points between the modes, small t), stop before the exact pass.
-    margin = 2 * math.log(eps) - 1 - math.log(k)
-    top = xp.max(upper, axis=1, keepdims=True)
-    surely = to_numpy(xp.sum(xp.astype(upper >= top + margin, xp.int64), axis=1)) - 1
-    if _slot_count(surely, k)[1] > MAX_SHARE * n * k:
-        return None
-
-    # Rows sorted by the component of largest bound: its exact joint, computed for every row
-    # (and all there is for rows that keep only it), bounds log p_t(x) from below.
-    best_h = to_numpy(xp.argmax(upper, axis=1))
-    perm = np.argsort(best_h, kind="stable")
-    dev = device(x)
-    rows = from_numpy(perm, xp, dev, xp.int64)
-    best = from_numpy(best_h[perm], xp, dev, xp.int64)
-    shared = a.shape[0] == 1
-    al, be = (v if shared else xp.take(v, rows, axis=0) for v in (alpha, beta))
-    xs = xp.take(x, rows, axis=0)
-    first = _gmm.compute_slots(p, xs, al, be, _gmm.Slots.build(best[:, None], k, xp), xp)
-    if not bool(xp.all(xp.isfinite(first.log_prob))):
-        return None
-    ks = xp.arange(k, dtype=xp.int64, device=dev)
-    keep = xp.take(upper, rows, axis=0) >= first.log_prob[:, None] + (2 * math.log(eps) - 1)
-    keep = keep & (ks[None, :] != best[:, None])  # the others kept besides the first
-    counts = to_numpy(xp.sum(xp.astype(keep, xp.int64), axis=1))
-    s, work = _slot_count(counts, k)
-    if work > MAX_SHARE * n * k:
-        return None
-
-    pieces = []
-    alone = np.nonzero(counts == 0)[0]
-    if alone.size:
-        pos = from_numpy(alone, xp, dev, xp.int64)
-        slots = _gmm.Slots.build(xp.take(best, pos, axis=0)[:, None], k, xp)
-        pieces.append((perm[alone], _gmm.take_rows(first, pos, slots)))
-    few = np.nonzero((counts > 0) & (counts < s))[0]
-    if few.size:
-        pos = from_numpy(few, xp, dev, xp.int64)
-        mask = xp.take(keep, pos, axis=0)
-        others = xp.where(mask, ks[None, :], xp.full_like(mask, k, dtype=xp.int64))
-        comp = xp.concat(
-            [xp.take(best, pos, axis=0)[:, None], xp.sort(others, axis=1)[:, : s - 1]], axis=1
-        )
-        al_f, be_f = (v if shared else xp.take(v, pos, axis=0) for v in (al, be))
-        xf = xp.take(xs, pos, axis=0)
-        tm = _gmm.compute_slots(p, xf, al_f, be_f, _gmm.Slots.build(comp, k, xp), xp)
-        pieces.append((perm[few], tm))
-    return Pruned(tuple(pieces), perm[counts >= s])
+    joint_hi = p.log_weights[None, :] - 0.5 * (quad_lo + log_det + d * LOG_2PI)
+    return joint_hi, xp.log(size)
 
 
 def _low_gain(

@@ -328,10 +328,12 @@ class MarginalPath:
             # below one row's plan leaves no room to plan
             whole = dense(slice(0, n))
             return whole if whole is not None else out.result()
+        cov = bool({"posterior_cov_trace", "cfm_floor_integrand"} & set(want))
         for sl in chunks(n, plan_bytes, self._budget, cpu=False):
             xs = x[sl, ...]
             svs = sv if shared else _take_rows(sv, sl, xp)
-            found = _prune.compute(p, xs, svs.alpha, svs.beta, svs.alpha_dot, svs.beta_beta_dot, xp)
+            rates = (svs.alpha_dot, svs.beta_beta_dot)
+            found = _prune.compute(p, xs, svs.alpha, svs.beta, *rates, xp, covariance=cov)
             if found is None:
                 whole = dense(sl)
                 if whole is not None:
