@@ -9,19 +9,27 @@ Baselines measured in the same process:
 The "GEMM fraction" counts the three GEMMs the full-covariance evaluation needs (one rotation in,
 two back: 6·n·k·d² flops) and divides the rate it achieves by the measured GEMM rate.
 
+The pruning rows (:func:`pruning_rows`, the issue's configuration: full covariances,
+d = k = 64, n = 10⁴, one shared t) time fmref with pruning, fmref with ``prune=False`` and the
+torch route on the same points, median of several calls each, and count the (row, component)
+pairs pruning kept: the share of the GEMM rate there counts only useful flops, 6·d² per kept
+pair.
+
 Run: ``python -m benchmarks.bench_marginal [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from fmref import GaussianMixture, Linear, MarginalPath
+from fmref import GaussianMixture, Linear, MarginalPath, _prune
 from fmref.mixtures import random_mixture
 
 QUANTITIES = ("vector_field", "score", "log_prob")
@@ -43,6 +51,18 @@ def best_time(fn: Callable[[], Any], repeat: int = 5, min_total: float = 0.3) ->
         dt = time.perf_counter() - t0
         best, spent, calls = min(best, dt), spent + dt, calls + 1
     return best
+
+
+def median_time(fn: Callable[[], Any], repeat: int = 7) -> float:
+    """Median wall time of ``repeat`` calls of ``fn`` after two warm-up calls."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def gemm_rate(size: int = 2048) -> float:
@@ -143,6 +163,74 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                         row["torch_threads"] = torch_threads
                     rows.append(row)
     rows += per_row_times(quick)
+    rows += pruning_rows(quick, rate)
+    return rows
+
+
+def kept_pairs(mp: MarginalPath, x: np.ndarray, t: float) -> int:
+    """(row, component) pairs the pruned evaluation computed (dense rows count k)."""
+    k = mp.data.n_components
+    seen: list[Any] = []
+    real = _prune.compute
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        seen.append((args[1].shape[0], out))
+        return out
+
+    _prune.compute = spy
+    try:
+        mp.evaluate(x, t, QUANTITIES)
+    finally:
+        _prune.compute = real
+    pairs = 0
+    for n, out in seen:
+        if out is None:
+            pairs += n * k
+            continue
+        pairs += sum(int(np.sum(tm.slots.valid)) for _, tm in out.pieces) + k * out.dense.size
+    return pairs
+
+
+def pruning_rows(quick: bool, rate: float) -> list[dict[str, Any]]:
+    """The issue's headline: d = k = 64 full, one t, pruned vs prune=False vs torch."""
+    n, d, k = (2_000 if quick else 10_000), 64, 64
+    data = mixture(k, d, "full")
+    rows = []
+    for points, t in (("exact", 0.7), ("N(0, I)", 0.7), ("exact", 0.5), ("exact", 0.2)):
+        mp = MarginalPath(data, Linear())
+        dense = MarginalPath(data, Linear(), prune=False)
+        g = np.random.default_rng(3)
+        x = mp.sample(n, t, rng=g) if points == "exact" else g.standard_normal((n, d))
+        sec = median_time(partial(mp.evaluate, x, t, QUANTITIES))
+        dsec = median_time(partial(dense.evaluate, x, t, QUANTITIES))
+        got, want = mp.evaluate(x, t, QUANTITIES), dense.evaluate(x, t, QUANTITIES)
+        worst = max(
+            float(np.max(np.abs(got[q] - want[q]) / (np.abs(want[q]) + np.median(np.abs(want[q])))))
+            for q in QUANTITIES
+        )
+        pairs = kept_pairs(mp, x, t)
+        row: dict[str, Any] = {
+            "bench": "marginal_pruning",
+            "points": points,
+            "t": t,
+            "n": n,
+            "d": d,
+            "k": k,
+            "seconds": sec,
+            "unpruned_seconds": dsec,
+            "speedup_vs_unpruned": dsec / sec,
+            "kept_per_row": pairs / n,
+            "useful_gemm_fraction": 6 * pairs * d * d / sec / rate,
+            "max_rel_diff_vs_unpruned": worst,
+        }
+        route = torch_route(data, x, np.array([t]))
+        if route is not None:
+            tsec = median_time(route)
+            row["torch_autograd_seconds"] = tsec
+            row["speedup_vs_torch"] = tsec / sec
+            row["unpruned_speedup_vs_torch"] = tsec / dsec
+        rows.append(row)
     return rows
 
 
@@ -184,6 +272,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r["bench"] == "marginal_pruning":
+            continue
         when = "per row" if r["bench"] == "marginal_per_row_t" else "shared"
         frac = f"{r['gemm_fraction']:.0%}" if "gemm_fraction" in r else "—"
         ts = f"{r['torch_autograd_seconds']:.3f}" if "torch_autograd_seconds" in r else "—"
@@ -191,6 +281,25 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         out.append(
             f"| {when} | {r['n']:,} | {r['d']} | {r['k']} | {r['covariance']} | "
             f"{r['points_per_s']:,.0f} | {frac} | {ts} | {sp} |"
+        )
+    out += [
+        "",
+        "Pruning (full, d = k = 64, one t; medians):",
+        "",
+        "| points | t | n | kept/row | pruned s | prune=False s | torch s | vs torch "
+        "| vs prune=False | useful GEMM share | max rel. diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["bench"] != "marginal_pruning":
+            continue
+        ts = f"{r['torch_autograd_seconds']:.3f}" if "torch_autograd_seconds" in r else "—"
+        sp = f"{r['speedup_vs_torch']:.1f}×" if "speedup_vs_torch" in r else "—"
+        out.append(
+            f"| {r['points']} | {r['t']} | {r['n']:,} | {r['kept_per_row']:.2f} | "
+            f"{r['seconds']:.3f} | {r['unpruned_seconds']:.3f} | {ts} | {sp} | "
+            f"{r['speedup_vs_unpruned']:.2f}× | {r['useful_gemm_fraction']:.0%} | "
+            f"{r['max_rel_diff_vs_unpruned']:.1e} |"
         )
     return "\n".join(out)
 

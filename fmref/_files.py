@@ -362,6 +362,10 @@ def _install(
             if not overwrite:
                 raise ValueError(exists) from None
             if not replaceable(out):
+                # a concurrent overwriting writer may have moved it aside while it was read:
+                # only a folder that is still there, and still not ours, is foreign
+                if not os.path.lexists(out) or replaceable(out):
+                    continue
                 raise ValueError(foreign) from None
             aside = temp_path(out)
             try:

@@ -1,4 +1,4 @@
-"""Which mixture components each row may drop, proven before any rotation (docs/numerics.md §8).
+"""Which mixture components each row may drop, proven before any rotation (docs/numerics.md §6).
 
 At a point of p_t far from all but a few modes (exact samples for t ≳ 0.5 with well separated
 components) every other component's responsibility is far below what a float can hold, so its
@@ -8,22 +8,24 @@ the size of anything it contributes to, lies ln δ below a lower bound on log p_
 
 - upper bound: the quadratic form r_kᵀ S_k⁻¹ r_k (r_k = x − α μ_k, S_k with eigenvalues
   v = α² λ + β²) is at least ‖r_k‖²/v_max + Σ_{i∈J} (1/v_i − 1/v_max)(q_iᵀ r_k)², J the J
-  eigenvectors of Σ_k with the smallest eigenvalues (J = d/8 up to 8; none for isotropic and
-  diagonal Σ_k, where the first term is exact or nearly so). ‖r_k‖² and q_iᵀ r_k are expanded
-  (one (n × d)·(d × k) GEMM, one (n × d)·(d × k J)) and lowered by their rounding bound, so
-  the cancellation of the expansion far from the origin only loosens the bound;
+  eigenvectors of Σ_k with the smallest eigenvalues (J = d/8 up to 8 for full Σ_k; none for
+  isotropic Σ_k, where the first term is exact, nor for diagonal ones). ‖r_k‖² and q_iᵀ r_k
+  are expanded (one (n × d)·(d × k) GEMM, one (n × d)·(d × k J)) and lowered by their
+  rounding bound, so the cancellation of the expansion far from the origin only loosens it;
 - lower bound: the exact joint of one component per row (the one of largest upper bound),
   computed in the compact layout, is at most log p_t(x);
 - M_k bounds |w_k|, |u_k|, |e_k|, |ε_k|, tr A_k (γ-weighted in every quantity) by 1 + |μ_k|(1 +
   |α̇|) + ρ_k (1 + max|c| + α λ_max + β) + d max|c|/v_min, ρ_k = ‖r_k‖/v_min; products of two
   (divergence, Jacobian, ∂_t log p, covariance) are bounded by M_k², hence 2 ln M_k.
 
-δ = ε² of the dtype (with one nat for the bound's own rounding), so the dropped terms change
-each quantity by less than ε² times its scale: far below the rounding of the full sum.
+δ = ε²/e of the dtype (one nat for the bound's own rounding), so the dropped terms change each
+quantity by less than ε² times its scale: far below the rounding of the full sum. Dropping γ_k
+moves a quantity Σ_j γ_j q_j by at most γ_k(|q_k| + |q|) (renormalising the rest included),
+and a product term such as (s_k − s)·(u_k − u) by γ_k(M_k + |s|)(M_k + |u|).
 
-Rows that keep more than S components (S chosen per chunk to minimise work, at most k/4) take
-the dense kernel; a chunk where pruning would save less than a quarter of the work is left
-whole.
+Rows that keep more components than :func:`max_slots` allows take the dense kernel; a chunk
+where pruning would save less than a quarter of the work is left whole (decided on its first
+PROBE rows when it is large).
 """
 
 from __future__ import annotations

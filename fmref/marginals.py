@@ -207,7 +207,7 @@ class MarginalPath:
     memory_budget : bytes of temporaries per evaluation; default ``$FMREF_MEMORY_BUDGET`` or
         256 MiB. Rows are processed in chunks sized from n, k, d and the dtype.
     prune : drop, row by row, the components whose contribution a bound computed beforehand
-        proves to be below ε² of every quantity (docs/numerics.md §8); the results differ from
+        proves to be below ε² of every quantity (docs/numerics.md §6); the results differ from
         ``prune=False`` only by rounding. Default True; never under JAX or with ``y=``.
 
     Every method takes x of shape (n, d) (float32 or float64, any array-API namespace) and t a
