@@ -43,6 +43,10 @@ from ._xp import LOG_2PI, Array, Namespace, device, from_numpy, is_numpy, to_num
 J_MAX = 8
 #: Prune only when the compact layout does at most this share of the dense work.
 MAX_SHARE = 0.75
+#: Plan only where a row's dense work, about 30·k·d operations (elementwise passes) plus 6·k·d²
+#: for the rotations of full covariances, is at least this: below it the dense kernel costs
+#: about what a plan does (measured: k = 8, d = 16, full, a time per row).
+MIN_ROW_WORK = 20_000
 #: Rows beyond the first that a compact row may keep (more: the dense kernel).
 MAX_OTHERS = 7
 #: Chunks of more than 4 PROBE rows first plan their first PROBE rows: if pruning does not pay
@@ -118,7 +122,8 @@ def compute(
         return None
     n = x.shape[0]
     k = p.lam.shape[0]
-    if n == 0 or k < 4:
+    d = x.shape[1]
+    if n == 0 or k < 4 or k * d * (30 + (0 if p.q is None else 6 * d)) < MIN_ROW_WORK:
         return None
     eps = float(xp.finfo(x.dtype).eps)
     cut = log_delta(eps)
@@ -222,8 +227,7 @@ def bounds(
     lam_min = xp.min(p.lam, axis=1)[None, :]
     v_max = a * a * lam_max + b * b  # (m, k)
     v_min = a * a * lam_min + b * b
-    a3, b3 = a[:, :, None], b[:, :, None]
-    log_det = xp.sum(xp.log(a3 * a3 * p.lam[None, ...] + b3 * b3), axis=2)  # (m, k)
+    log_det = _log_det_low(p, a, b, v_min, v_max, xp)  # (m, k)
 
     xx = xp.vecdot(x, x, axis=-1)[:, None]  # (n, 1)
     mm = xp.vecdot(p.means, p.means, axis=-1)[None, :]  # (1, k)
@@ -243,6 +247,26 @@ def bounds(
     )
     joint_hi = p.log_weights[None, :] - 0.5 * (quad_lo + log_det + d * LOG_2PI)
     return joint_hi, xp.log(size)
+
+
+def _log_det_low(
+    p: _gmm.Params, a: Array, b: Array, v_min: Array, v_max: Array, xp: Namespace
+) -> Array:
+    """log det S_k = Σ_i log(α² λ_i + β²), or a lower bound on it, shape (m, k).
+
+    Exact for one shared t (k·d logarithms). For a time per row that would be n·k·d, so the
+    bound uses that log is concave: each log v_i lies above the chord between v_min and v_max,
+    so the sum is at least d log v_min + (Σ_i λ_i − d λ_min)/(λ_max − λ_min)·log(v_max/v_min).
+    """
+    if a.shape[0] == 1:
+        a3, b3 = a[:, :, None], b[:, :, None]
+        return xp.sum(xp.log(a3 * a3 * p.lam[None, ...] + b3 * b3), axis=2)
+    d = p.lam.shape[1]
+    lam_min, lam_max = xp.min(p.lam, axis=1), xp.max(p.lam, axis=1)
+    spread = lam_max - lam_min
+    share = (xp.sum(p.lam, axis=1) - d * lam_min) / xp.where(spread > 0, spread, 1.0)
+    # the chord's own rounding: a relative ε·d on each term, below the one nat of log_delta
+    return d * xp.log(v_min) + share[None, :] * xp.log(v_max / v_min)
 
 
 def _low_gain(

@@ -24,7 +24,7 @@ ALL = QUANTITIES + QUANTITIES_BEFORE_ONE
 RTOL = 1e-12  # pruned vs unpruned, relative to each quantity's scale (float64)
 
 
-def separated(k: int = 32, d: int = 16, kind: str = "full", seed: int = 0) -> GaussianMixture:
+def separated(k: int = 32, d: int = 24, kind: str = "full", seed: int = 0) -> GaussianMixture:
     return random_mixture(k, d, kind, rng=seed, mean_scale=6.0, var_range=(0.5, 2.0))
 
 
@@ -109,14 +109,13 @@ def test_pruned_equals_unpruned_with_a_time_per_row(
 
 @pytest.mark.parametrize("t", [0.0, 0.01, 0.1])
 def test_nothing_to_prune_near_t0_goes_dense(t: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Near t = 0 every component overlaps N(0, I): no plan, the dense result bit for bit."""
+    """Near t = 0 every component overlaps N(0, I): no plan, the dense kernel's result."""
     data = separated()
     spy = Spy(monkeypatch)
     x = MarginalPath(data, Linear()).sample(1500, t, rng=2)
     got, want = both(data, x, t)
-    assert all(r is None for r in spy.results)
-    for q in want:
-        np.testing.assert_array_equal(got[q], want[q])
+    assert spy.results and all(r is None for r in spy.results)
+    assert_matches(got, want)
 
 
 def test_overlapping_components_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,8 +132,11 @@ COVARIANCE = ("posterior_cov_trace", "cfm_floor_integrand")
 
 @pytest.mark.parametrize("t", [0.9, 0.99, 0.999])
 def test_dirac_data_near_one(t: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Empirical data: v = β² → 0, so all but the nearest point drop out near t = 1."""
-    z = np.random.default_rng(7).standard_normal((64, 8)) * 2
+    """Empirical data: v = β² → 0, so all but the nearest point drop out near t = 1.
+
+    (d = 16: below about 20 000 operations of dense work per row nothing is planned.)
+    """
+    z = np.random.default_rng(7).standard_normal((64, 16)) * 2
     data = GaussianMixture.empirical(z)
     spy = Spy(monkeypatch)
     x = MarginalPath(data, Linear()).sample(1500, t, rng=8)
@@ -145,18 +147,18 @@ def test_dirac_data_near_one(t: float, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_dirac_posterior_covariance_is_never_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
     """For Dirac data tr Cov(z|x) is all between-component part, of the size of the
-    second-largest γ_k (1e-227 here): dropping even γ_k = 1e-70 would be a relative error
+    second-largest γ_k (1e-51 here, at t = 0.7): dropping even γ_k = 1e-70 would be a relative error
     of 1, so with the covariance quantities nothing is pruned (bit-identical results)."""
-    z = np.random.default_rng(7).standard_normal((64, 8)) * 2
+    z = np.random.default_rng(7).standard_normal((64, 16)) * 2
     data = GaussianMixture.empirical(z)
-    x = MarginalPath(data, Linear()).sample(1500, 0.9, rng=8)
-    got, want = both(data, x, 0.9, COVARIANCE)
+    x = MarginalPath(data, Linear()).sample(1500, 0.7, rng=8)
+    got, want = both(data, x, 0.7, COVARIANCE)
     for q in COVARIANCE:
         np.testing.assert_array_equal(got[q], want[q])
-    assert np.median(want["posterior_cov_trace"]) < 1e-100  # the premise: tiny but exact
+    assert np.median(want["posterior_cov_trace"]) < 1e-40  # the premise: tiny but exact
     # and without that rule the comparison fails (the rule is needed, not decorative)
     monkeypatch.setattr(_prune, "compute", _without_covariance_rule(_prune.compute))
-    wrong = MarginalPath(data, Linear()).evaluate(x, 0.9, COVARIANCE)
+    wrong = MarginalPath(data, Linear()).evaluate(x, 0.7, COVARIANCE)
     with pytest.raises(AssertionError, match="entries differ"):
         assert_matches(wrong, want)
 
@@ -187,12 +189,12 @@ def test_float32_matches_unpruned() -> None:
 
 
 def test_wrong_pruning_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The comparison can fail: keep only each row's best component, at t = 0.4."""
+    """The comparison can fail: keep only each row's best component, at t = 0.2."""
     data = separated(seed=13)
-    x = MarginalPath(data, Linear()).sample(1500, 0.4, rng=14)
-    want = MarginalPath(data, Linear(), prune=False).evaluate(x, 0.4, ALL)
+    x = MarginalPath(data, Linear()).sample(1500, 0.2, rng=14)
+    want = MarginalPath(data, Linear(), prune=False).evaluate(x, 0.2, ALL)
     monkeypatch.setattr(_prune, "log_delta", lambda eps: 50.0)  # a far too loose threshold
-    got = MarginalPath(data, Linear()).evaluate(x, 0.4, ALL)
+    got = MarginalPath(data, Linear()).evaluate(x, 0.2, ALL)
     with pytest.raises(AssertionError, match="entries differ"):
         assert_matches(got, want)
 
