@@ -175,7 +175,8 @@ def kept_pairs(mp: MarginalPath, x: np.ndarray, t: float) -> int:
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         out = real(*args, **kwargs)
-        seen.append((args[1].shape[0], out))
+        if kwargs.get("probe", True):  # not the calls a plan makes for its first rows
+            seen.append((args[1].shape[0], out))
         return out
 
     _prune.compute = spy

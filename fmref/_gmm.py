@@ -198,7 +198,9 @@ class Terms:
         """w_k @ Q_kᵀ (transpose) or w_k @ Q_k per kept pair, over the slots' groups."""
         q, slots = cast(Array, self.p.q), cast(Slots, self.slots)
         if transpose:
-            return slots.per_component(w, lambda c, blk: blk @ self.xp.matrix_transpose(q[c, ...]))
+            # Q_cᵀ as a contiguous block of qcat_t (no transposed view per call)
+            qt, d = cast(Array, self.p.qcat_t), w.shape[2]
+            return slots.per_component(w, lambda c, blk: blk @ qt[c * d : (c + 1) * d, :])
         return slots.per_component(w, lambda c, blk: blk @ q[c, ...])
 
     def rotate_back(self, w: Array) -> Array:
