@@ -65,8 +65,14 @@ def _reset_hwm() -> bool:
         return False
 
 
-def child(n: int, d: int, k: int, budget: int, dtype: str) -> dict[str, Any]:
-    """Measure one configuration in this process (meant to run in a fresh subprocess)."""
+def child(
+    n: int, d: int, k: int, budget: int, dtype: str, points: str = "normal", t: float = 0.5
+) -> dict[str, Any]:
+    """Measure one configuration in this process (meant to run in a fresh subprocess).
+
+    ``points``: "normal" (N(0, I): components overlap, the dense kernel) or "exact" (samples
+    of p_t: most components pruned per row, the compact layout).
+    """
     import tracemalloc
 
     import numpy as np
@@ -86,14 +92,15 @@ def child(n: int, d: int, k: int, budget: int, dtype: str) -> dict[str, Any]:
     x = np.empty((n, d), dtype=dtype)
     step = 65536  # fill in slices so no full-size float64 temporary raises the peak
     for i in range(0, n, step):
-        x[i : i + step] = g.standard_normal((min(step, n - i), d))
-    mp.vector_field(x[:64], 0.5)  # parameters cached, BLAS buffers allocated
+        m = min(step, n - i)
+        x[i : i + m] = mp.sample(m, t, rng=g) if points == "exact" else g.standard_normal((m, d))
+    mp.vector_field(x[:64], t)  # parameters cached, BLAS buffers allocated
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     reset = _reset_hwm()
     base = _rss_now()
     tracemalloc.start()
     t0 = time.perf_counter()
-    u = mp.vector_field(x, 0.5)
+    u = mp.vector_field(x, t)
     sec = time.perf_counter() - t0
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -111,10 +118,18 @@ def child(n: int, d: int, k: int, budget: int, dtype: str) -> dict[str, Any]:
     }
 
 
-def measure(n: int, d: int, k: int, budget: int, dtype: str = "float64") -> dict[str, Any]:
+def measure(
+    n: int,
+    d: int,
+    k: int,
+    budget: int,
+    dtype: str = "float64",
+    points: str = "normal",
+    t: float = 0.5,
+) -> dict[str, Any]:
     """Run :func:`child` in a fresh interpreter and return its figures as a benchmark row."""
     cmd = [sys.executable, "-m", "benchmarks.bench_memory", "--child", str(n), str(d), str(k)]
-    cmd += [str(budget), dtype]
+    cmd += [str(budget), dtype, points, str(t)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
@@ -130,6 +145,8 @@ def measure(n: int, d: int, k: int, budget: int, dtype: str = "float64") -> dict
         "k": k,
         "covariance": "full",
         "dtype": dtype,
+        "points": points,
+        "t": t,
         "seconds": r["seconds"],
         "points_per_s": n / r["seconds"],
         "input_mib": r["input_bytes"] / MIB,
@@ -147,23 +164,31 @@ def measure(n: int, d: int, k: int, budget: int, dtype: str = "float64") -> dict
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Peak extra RSS of vector_field at the issue's size (n = 10⁶, d = 64, k = 64 full)."""
+    n = 50_000 if quick else 1_000_000
+    configs = [
+        (64 * MIB, "normal", 0.5),
+        (256 * MIB, "normal", 0.5),
+        (256 * MIB, "exact", 0.7),  # pruned: the compact layout and its plans
+    ]
     if quick:
-        configs = [(50_000, 64, 64, 16 * MIB), (50_000, 64, 64, 64 * MIB)]
-    else:
-        configs = [(1_000_000, 64, 64, 64 * MIB), (1_000_000, 64, 64, 256 * MIB)]
-    return [measure(n, d, k, b) for n, d, k, b in configs]
+        configs = [(16 * MIB, "normal", 0.5), (64 * MIB, "exact", 0.7)]
+    return [measure(n, 64, 64, b, points=p, t=t) for b, p, t in configs]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="n = 5·10⁴ instead of 10⁶")
     p.add_argument(
-        "--child", nargs=5, metavar=("N", "D", "K", "BUDGET", "DTYPE"), help=argparse.SUPPRESS
+        "--child",
+        nargs=7,
+        metavar=("N", "D", "K", "BUDGET", "DTYPE", "POINTS", "T"),
+        help=argparse.SUPPRESS,
     )
     args = p.parse_args(argv)
     if args.child:
         n, d, k, budget = (int(v) for v in args.child[:4])
-        print(json.dumps(child(n, d, k, budget, args.child[4])))
+        dtype, points, t = args.child[4], args.child[5], float(args.child[6])
+        print(json.dumps(child(n, d, k, budget, dtype, points, t)))
         return 0
     for row in run(quick=args.quick):
         print(json.dumps(row))
