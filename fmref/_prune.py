@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _gmm
 from ._xp import LOG_2PI, Array, Namespace, device, from_numpy, is_numpy, to_numpy, traced
+from .schedules import ScheduleValues
 
 #: At most this many eigen-directions per component sharpen the bound (an (n × d)·(d × k J)
 #: GEMM, J/d of one rotation).
@@ -98,16 +99,14 @@ class Pruned:
 def compute(
     p: _gmm.Params,
     x: Array,
-    alpha: Array,
-    beta: Array,
-    alpha_dot: Array,
-    beta_beta_dot: Array,
+    sv: ScheduleValues,
     xp: Namespace,
     *,
     covariance: bool = False,
     probe: bool = True,
 ) -> Pruned | None:
-    """Kernel terms of x at α, β ((1,) shared or (n,) per row) without the pruned components.
+    """Kernel terms of x at the schedule values ``sv`` ((1,) shared or (n,) per row) without
+    the pruned components.
 
     None when nothing worth pruning was found (or the bounds are not finite, e.g. for points
     whose squared distances overflow: the dense kernel handles those).
@@ -118,6 +117,7 @@ def compute(
     floor: the within part β² Σ_k γ_k Σ_i λ_i/v_i ≥ β² min_k λ_min/v_max. δ is scaled by that
     floor; for singular data (some λ = 0) nothing is pruned.
     """
+    alpha, beta = sv.alpha, sv.beta
     if traced(x, alpha, beta):
         return None
     n = x.shape[0]
@@ -136,18 +136,16 @@ def compute(
         cut += math.log(min(1.0, floor))
     if probe and n > 4 * PROBE:
         # plan the first rows alone: when pruning does not pay there, the rest is not planned
-        sched = (alpha, beta, alpha_dot, beta_beta_dot)
-        a0, b0, ad0, bbd0 = _rows_of(*sched, rows=slice(0, PROBE))
-        lead = compute(p, x[:PROBE, ...], a0, b0, ad0, bbd0, xp, covariance=covariance, probe=False)
+        head, tail = slice(0, PROBE), slice(PROBE, n)
+        lead = compute(p, x[:PROBE, ...], sv.rows(head, xp), xp, covariance=covariance, probe=False)
         if lead is None:
             return None
-        a1, b1, ad1, bbd1 = _rows_of(*sched, rows=slice(PROBE, n))
-        rest = compute(p, x[PROBE:, ...], a1, b1, ad1, bbd1, xp, covariance=covariance, probe=False)
+        rest = compute(p, x[PROBE:, ...], sv.rows(tail, xp), xp, covariance=covariance, probe=False)
         if rest is None:
             return Pruned(lead.pieces, np.concatenate([lead.dense, np.arange(PROBE, n)]))
         moved = tuple((rows + PROBE, tm) for rows, tm in rest.pieces)
         return Pruned(lead.pieces + moved, np.concatenate([lead.dense, rest.dense + PROBE]))
-    joint_hi, log_size = bounds(p, x, alpha, beta, alpha_dot, beta_beta_dot, xp)
+    joint_hi, log_size = bounds(p, x, sv, xp)
     # bounds log γ_k + 2 log M_k + log p_t(x) from above
     upper = joint_hi + 2 * log_size
     if not bool(xp.all(xp.isfinite(upper))):
@@ -203,15 +201,7 @@ def compute(
     return Pruned(tuple(pieces), perm[counts >= s])
 
 
-def bounds(
-    p: _gmm.Params,
-    x: Array,
-    alpha: Array,
-    beta: Array,
-    alpha_dot: Array,
-    beta_beta_dot: Array,
-    xp: Namespace,
-) -> tuple[Array, Array]:
+def bounds(p: _gmm.Params, x: Array, sv: ScheduleValues, xp: Namespace) -> tuple[Array, Array]:
     """(upper bounds on log π_k N(x; α μ_k, S_k), log M_k), each (n, k), for x (n, d).
 
     M_k ≥ 1 bounds the norms of w_k = S_k⁻¹ r_k, u_k, e_k, β w_k and tr A_k (module docstring);
@@ -219,10 +209,10 @@ def bounds(
     """
     d = x.shape[1]
     eps = float(xp.finfo(x.dtype).eps)
-    a = xp.reshape(alpha, (-1, 1))  # (m, 1)
-    b = xp.reshape(beta, (-1, 1))
-    ad = xp.reshape(_finite_or_zero(alpha_dot, xp), (-1, 1))
-    bbd = xp.reshape(_finite_or_zero(beta_beta_dot, xp), (-1, 1))
+    a = xp.reshape(sv.alpha, (-1, 1))  # (m, 1)
+    b = xp.reshape(sv.beta, (-1, 1))
+    ad = xp.reshape(_finite_or_zero(sv.alpha_dot, xp), (-1, 1))
+    bbd = xp.reshape(_finite_or_zero(sv.beta_beta_dot, xp), (-1, 1))
     lam_max = xp.max(p.lam, axis=1)[None, :]  # (1, k)
     lam_min = xp.min(p.lam, axis=1)[None, :]
     v_max = a * a * lam_max + b * b  # (m, k)
@@ -329,11 +319,6 @@ def _slot_count(counts: np.ndarray, k: int) -> tuple[int, int]:
         if work < best[1]:
             best = (s, work)
     return best
-
-
-def _rows_of(*values: Array, rows: slice) -> tuple[Array, ...]:
-    """Schedule values (shape (1,) for one shared t, else (n,)) at ``rows``."""
-    return tuple(v if v.shape[0] == 1 else v[rows] for v in values)
 
 
 def _finite_or_zero(a: Array, xp: Namespace) -> Array:

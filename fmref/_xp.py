@@ -293,6 +293,11 @@ def on_cpu(x: Array) -> bool:
     return "cpu" in str(device(x)).lower()
 
 
+def take_rows(a: Array, rows: Any, xp: Namespace) -> Array:
+    """a's rows: a slice (a view where the library has them), or a gather by index array."""
+    return a[rows, ...] if isinstance(rows, slice) else xp.take(a, rows, axis=0)
+
+
 def concat_rows(parts: list[Array], xp: Namespace) -> Array:
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, final
 
@@ -46,6 +46,7 @@ from ._xp import (
     mutable,
     on_cpu,
     points,
+    take_rows,
     times,
     to_numpy,
     traced,
@@ -305,8 +306,8 @@ class MarginalPath:
             """Evaluate the rows (a slice, or indices into x) with every component."""
             for sub in chunks(_size(rows, n), row_bytes(k), self._budget, cpu=on_cpu(x)):
                 idx = _sub(rows, sub, xp)
-                svr = sv if shared else _take_rows(sv, idx, xp)
-                tm = _gmm.compute(p, _rows(x, idx, xp), svr.alpha, svr.beta, xp)
+                svr = sv.rows(idx, xp)
+                tm = _gmm.compute(p, take_rows(x, idx, xp), svr.alpha, svr.beta, xp)
                 vals = _Chunk(tm, svr, xp, None if lab is None else lab.rows(idx, xp)).values(want)
                 if isinstance(idx, slice) and idx.start == 0 and idx.stop == n:
                     return vals
@@ -331,9 +332,7 @@ class MarginalPath:
         cov = bool({"posterior_cov_trace", "cfm_floor_integrand"} & set(want))
         for sl in chunks(n, plan_bytes, self._budget, cpu=False):
             xs = x[sl, ...]
-            svs = sv if shared else _take_rows(sv, sl, xp)
-            rates = (svs.alpha_dot, svs.beta_beta_dot)
-            found = _prune.compute(p, xs, svs.alpha, svs.beta, *rates, xp, covariance=cov)
+            found = _prune.compute(p, xs, sv.rows(sl, xp), xp, covariance=cov)
             if found is None:
                 whole = dense(sl)
                 if whole is not None:
@@ -342,7 +341,7 @@ class MarginalPath:
             found_dense = found.dense
             for rows_h, tm in found.pieces:
                 rows = from_numpy(rows_h + sl.start, xp, device(x), xp.int64)
-                svp = sv if shared else _take_rows(sv, rows, xp)
+                svp = sv.rows(rows, xp)
                 out.put(rows, _Chunk(tm, svp, xp).values(want))
             del found
             if found_dense.size:
@@ -588,16 +587,6 @@ def _sub(rows: slice | Array, sub: slice, xp: Any) -> slice | Array:
     return rows[sub]
 
 
-def _rows(a: Array, rows: slice | Array, xp: Any) -> Array:
-    """a's rows: a slice, or a gather by indices."""
-    return a[rows, ...] if isinstance(rows, slice) else xp.take(a, rows, axis=0)
-
-
-def _take_rows(sv: ScheduleValues, rows: slice | Array, xp: Any) -> ScheduleValues:
-    """The schedule values at the given rows (of per-row times)."""
-    return ScheduleValues(*(_rows(getattr(sv, f.name), rows, xp) for f in fields(sv)))
-
-
 def _check_budget(b: int) -> int:
     return memory_budget(b)
 
@@ -659,4 +648,4 @@ class _Labels:
     def rows(self, rows: slice | Array, xp: Any) -> tuple[Array, Array]:
         if self.shared:
             return self.member, self.log_prior
-        return _rows(self.member, rows, xp), _rows(self.log_prior, rows, xp)
+        return take_rows(self.member, rows, xp), take_rows(self.log_prior, rows, xp)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, final
 
 import numpy as np
 
 from ._check import check_float
-from ._xp import Array, Namespace, namespace, traced
+from ._xp import Array, Namespace, namespace, take_rows, traced
 
 __all__ = [
     "VP",
@@ -46,6 +46,13 @@ class ScheduleValues:
     alpha_dot: Array
     beta_dot: Array
     beta_beta_dot: Array
+
+    def rows(self, rows: Any, xp: Namespace) -> ScheduleValues:
+        """The values at ``rows`` (a slice or an integer index array) of per-row times; values
+        of one time shared by every row (shape (1,)) are returned as they are."""
+        if self.alpha.shape[0] == 1:
+            return self
+        return ScheduleValues(*(take_rows(getattr(self, f.name), rows, xp) for f in fields(self)))
 
 
 def _as_t(t: Any) -> tuple[Array, Namespace]:

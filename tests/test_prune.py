@@ -229,13 +229,8 @@ def test_bound_holds(kind: str, t: float, dtype: Any) -> None:
     ]
     p = data.params(np, "cpu", dtype)
     xs = x.astype(dtype)
-    hi, log_size = _prune.bounds(
-        p,
-        xs,
-        *(np.asarray(getattr(sv, f), dtype) for f in ("alpha", "beta")),
-        *(np.asarray(getattr(sv, f), dtype) for f in ("alpha_dot", "beta_beta_dot")),
-        np,
-    )
+    svd = Cosine()(np.array([t], dtype=dtype))
+    hi, log_size = _prune.bounds(p, xs, svd, np)
     # float32 inputs are rounded copies of x: their exact joint differs from x's by about
     # ε32·|x − αμ|²/v, so the check allows that much (float64: only the bound's own rounding)
     eps = np.finfo(dtype).eps
