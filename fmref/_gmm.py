@@ -11,6 +11,10 @@ why each formula below has the form it has.
 
 Per-time coefficients (v, and c = αα̇λ + ββ̇, the eigenvalues of ½Ṡ_k) have a leading axis of
 1 when every row shares one t, so they cost k·d instead of n·k·d.
+
+The component axis runs over all k components, or (:class:`Slots`, from fmref._prune) over the
+few each row keeps: :func:`compute_slots` builds those Terms, and every quantity below reads
+the per-component parameters through Terms, so one formula serves both layouts.
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ class Slots:
         """Slots for comp (n, S): rows sorted by comp[:, 0] < k, padding = k after slot 0."""
         n, s = comp.shape
         first = to_numpy(comp[:, 0])
+        if np.any(np.diff(first) < 0) or np.any(first >= k):
+            raise ValueError("comp: rows must be sorted by a leading component < k")
         lead = _spans(np.bincount(first, minlength=k)) if n else ()
         flat = xp.reshape(comp, (-1,))
         safe = xp.where(flat < k, flat, xp.zeros_like(flat))
@@ -299,7 +305,7 @@ def compute(p: Params, x: Array, alpha: Array, beta: Array, xp: Namespace) -> Te
     return _finish(p, y, quad, v, inv_sqrt_v, a, b, p.log_weights[None, :], xp)
 
 
-def take_rows(tm: Terms, pos: Array, slots: Slots) -> Terms:
+def restrict(tm: Terms, pos: Array, slots: Slots) -> Terms:
     """The Terms of rows ``pos`` of ``tm``, laid out by ``slots`` (the same components)."""
     xp = tm.xp
 

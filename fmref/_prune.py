@@ -185,7 +185,7 @@ def compute(
     if alone.size:
         pos = from_numpy(alone, xp, dev, xp.int64)
         slots = _gmm.Slots.build(xp.take(best, pos, axis=0)[:, None], k, xp)
-        pieces.append((perm[alone], _gmm.take_rows(first, pos, slots)))
+        pieces.append((perm[alone], _gmm.restrict(first, pos, slots)))
     few = np.nonzero((counts > 0) & (counts < s))[0]
     if few.size:
         pos = from_numpy(few, xp, dev, xp.int64)

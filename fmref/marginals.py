@@ -304,7 +304,7 @@ class MarginalPath:
 
         def dense(rows: slice | Array) -> dict[str, Array] | None:
             """Evaluate the rows (a slice, or indices into x) with every component."""
-            for sub in chunks(_size(rows, n), row_bytes(k), self._budget, cpu=on_cpu(x)):
+            for sub in chunks(_size(rows), row_bytes(k), self._budget, cpu=on_cpu(x)):
                 idx = _sub(rows, sub, xp)
                 svr = sv.rows(idx, xp)
                 tm = _gmm.compute(p, take_rows(x, idx, xp), svr.alpha, svr.beta, xp)
@@ -576,7 +576,7 @@ def _as_index(rows: slice | Array, xp: Any, dev: Any) -> Array:
     return rows
 
 
-def _size(rows: slice | Array, n: int) -> int:
+def _size(rows: slice | Array) -> int:
     return rows.stop - rows.start if isinstance(rows, slice) else int(rows.shape[0])
 
 
