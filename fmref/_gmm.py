@@ -70,6 +70,7 @@ class Slots:
     rotations are GEMMs on slices. The other slots (kept components beyond the first, padded
     with the sentinel k) are grouped by a sort of their pairs: ``order`` lists the flat
     indices into comp[:, 1:] by component, ``spans`` the (c, start, stop) of that order.
+    ``valid`` and ``safe`` are derived from ``comp`` once, as every quantity reads them.
     """
 
     xp: Namespace
@@ -78,7 +79,6 @@ class Slots:
     safe: Array  # (n S,) comp with padding mapped to 0 (for gathers)
     lead: tuple[tuple[int, int, int], ...]
     order: Array | None  # (n (S − 1),) or None for S = 1
-    inverse: Array | None
     spans: tuple[tuple[int, int, int], ...]
     n_valid: int  # kept pairs beyond slot 0
 
@@ -92,16 +92,15 @@ class Slots:
         lead = _spans(np.bincount(first, minlength=k)) if n else ()
         flat = xp.reshape(comp, (-1,))
         safe = xp.where(flat < k, flat, xp.zeros_like(flat))
-        order = inverse = None
+        order = None
         spans: tuple[tuple[int, int, int], ...] = ()
         n_valid = 0
         if s > 1:
             rest = xp.reshape(comp[:, 1:], (-1,))
             order = xp.argsort(rest, stable=True)
-            inverse = xp.argsort(order, stable=True)
             counts = np.bincount(to_numpy(rest), minlength=k + 1)
             spans, n_valid = _spans(counts[:k]), int(counts[:k].sum())
-        return cls(xp, comp, comp < k, safe, lead, order, inverse, spans, n_valid)
+        return cls(xp, comp, comp < k, safe, lead, order, spans, n_valid)
 
     def gather(self, a: Array) -> Array:
         """a[comp] for a per-component array a of shape (k, ...): shape (n, S, ...)."""
@@ -124,7 +123,7 @@ class Slots:
         """per_component on the slots after the first, (n, S − 1, ...), through the sort."""
         xp = self.xp
         n, s = a.shape[:2]
-        order, inverse = cast(Array, self.order), cast(Array, self.inverse)
+        order = cast(Array, self.order)
         flat = xp.reshape(a, (n * s, *a.shape[2:]))
         if index_assignable(a):
             # gather and scatter per component: no sorted copy, no concatenation
@@ -136,6 +135,8 @@ class Slots:
         srt = xp.take(flat, order, axis=0)
         pieces = [fn(c, srt[lo:hi, ...]) for c, lo, hi in self.spans]
         pieces.append(xp.zeros((n * s - self.n_valid, *rest), dtype=dtype, device=device(a)))
+        # no assignment by index arrays (array_api_strict): put the sorted pieces back in order
+        inverse = xp.argsort(order, stable=True)
         out = xp.take(xp.concat(pieces, axis=0), inverse, axis=0)
         return xp.reshape(out, (n, s, *rest))
 

@@ -166,10 +166,9 @@ def compute(
     dev = device(x)
     rows = from_numpy(perm, xp, dev, xp.int64)
     best = from_numpy(best_h[perm], xp, dev, xp.int64)
-    shared = alpha.shape[0] == 1
-    al, be = (v if shared else xp.take(v, rows, axis=0) for v in (alpha, beta))
-    xs = xp.take(x, rows, axis=0)
-    first = _gmm.compute_slots(p, xs, al, be, _gmm.Slots.build(best[:, None], k, xp), xp)
+    svs, xs = sv.rows(rows, xp), xp.take(x, rows, axis=0)
+    one = _gmm.Slots.build(best[:, None], k, xp)
+    first = _gmm.compute_slots(p, xs, svs.alpha, svs.beta, one, xp)
     if not bool(xp.all(xp.isfinite(first.log_prob))):
         return None
     ks = xp.arange(k, dtype=xp.int64, device=dev)
@@ -194,9 +193,8 @@ def compute(
         comp = xp.concat(
             [xp.take(best, pos, axis=0)[:, None], xp.sort(others, axis=1)[:, : s - 1]], axis=1
         )
-        al_f, be_f = (v if shared else xp.take(v, pos, axis=0) for v in (al, be))
-        xf = xp.take(xs, pos, axis=0)
-        tm = _gmm.compute_slots(p, xf, al_f, be_f, _gmm.Slots.build(comp, k, xp), xp)
+        svf, xf = svs.rows(pos, xp), xp.take(xs, pos, axis=0)
+        tm = _gmm.compute_slots(p, xf, svf.alpha, svf.beta, _gmm.Slots.build(comp, k, xp), xp)
         pieces.append((perm[few], tm))
     return Pruned(tuple(pieces), perm[counts >= s])
 
@@ -217,7 +215,7 @@ def bounds(p: _gmm.Params, x: Array, sv: ScheduleValues, xp: Namespace) -> tuple
     lam_min = xp.min(p.lam, axis=1)[None, :]
     v_max = a * a * lam_max + b * b  # (m, k)
     v_min = a * a * lam_min + b * b
-    log_det = _log_det_low(p, a, b, v_min, v_max, xp)  # (m, k)
+    log_det = _log_det_low(p, a, b, lam_min, lam_max, v_min, v_max, xp)  # (m, k)
 
     xx = xp.vecdot(x, x, axis=-1)[:, None]  # (n, 1)
     mm = xp.vecdot(p.means, p.means, axis=-1)[None, :]  # (1, k)
@@ -240,23 +238,31 @@ def bounds(p: _gmm.Params, x: Array, sv: ScheduleValues, xp: Namespace) -> tuple
 
 
 def _log_det_low(
-    p: _gmm.Params, a: Array, b: Array, v_min: Array, v_max: Array, xp: Namespace
+    p: _gmm.Params,
+    a: Array,
+    b: Array,
+    lam_min: Array,
+    lam_max: Array,
+    v_min: Array,
+    v_max: Array,
+    xp: Namespace,
 ) -> Array:
     """log det S_k = Σ_i log(α² λ_i + β²), or a lower bound on it, shape (m, k).
 
-    Exact for one shared t (k·d logarithms). For a time per row that would be n·k·d, so the
-    bound uses that log is concave: each log v_i lies above the chord between v_min and v_max,
-    so the sum is at least d log v_min + (Σ_i λ_i − d λ_min)/(λ_max − λ_min)·log(v_max/v_min).
+    ``a``, ``b`` (m, 1) are α and β, ``lam_min``, ``lam_max`` (1, k) each component's extreme
+    eigenvalues and ``v_min``, ``v_max`` (m, k) the matching α² λ + β². Exact for one shared t
+    (k·d logarithms). For a time per row that would be n·k·d, so the bound uses that log is
+    concave: each log v_i lies above the chord between v_min and v_max, so the sum is at least
+    d log v_min + (Σ_i λ_i − d λ_min)/(λ_max − λ_min)·log(v_max/v_min).
     """
     if a.shape[0] == 1:
         a3, b3 = a[:, :, None], b[:, :, None]
         return xp.sum(xp.log(a3 * a3 * p.lam[None, ...] + b3 * b3), axis=2)
     d = p.lam.shape[1]
-    lam_min, lam_max = xp.min(p.lam, axis=1), xp.max(p.lam, axis=1)
     spread = lam_max - lam_min
-    share = (xp.sum(p.lam, axis=1) - d * lam_min) / xp.where(spread > 0, spread, 1.0)
+    share = (xp.sum(p.lam, axis=1)[None, :] - d * lam_min) / xp.where(spread > 0, spread, 1.0)
     # the chord's own rounding: a relative ε·d on each term, below the one nat of log_delta
-    return d * xp.log(v_min) + share[None, :] * xp.log(v_max / v_min)
+    return d * xp.log(v_min) + share * xp.log(v_max / v_min)
 
 
 def _low_gain(

@@ -80,6 +80,9 @@ class Quantity:
     before_one : whether it is defined only where β_t > 0 (t < 1), whatever the data. Every
         quantity needs t < 1 for Dirac (empirical) or other singular data.
     given_y : whether it exists only for labelled data with a label ``y=`` (the classifier).
+    between_components : whether it holds Σ_k γ_k‖e_k − E[z|x]‖², which is of the size of the
+        minor components' responsibilities where one component dominates: pruning then keeps
+        components down to that part's floor (docs/numerics.md §6).
     """
 
     name: str
@@ -88,6 +91,7 @@ class Quantity:
     needs_rates: bool = False
     before_one: bool = False
     given_y: bool = False
+    between_components: bool = False
 
     @property
     def shape(self) -> str:
@@ -128,13 +132,14 @@ QUANTITY_INFO: Mapping[str, Quantity] = MappingProxyType(
                 ("n", "d"),
                 "noise posterior mean E[ε | X_t = x] (noise prediction ε̂)",
             ),
-            Quantity("posterior_cov_trace", ("n",), "tr Cov(z | X_t = x)"),
+            Quantity("posterior_cov_trace", ("n",), "tr Cov(z | X_t = x)", between_components=True),
             Quantity(
                 "cfm_floor_integrand",
                 ("n",),
                 "c_t² tr Cov(z | X_t = x), c_t = α̇_t − β̇_t α_t/β_t",
                 needs_rates=True,
                 before_one=True,
+                between_components=True,
             ),
             Quantity(
                 "classifier_log_prob",
@@ -329,7 +334,7 @@ class MarginalPath:
             # below one row's plan leaves no room to plan
             whole = dense(slice(0, n))
             return whole if whole is not None else out.result()
-        cov = bool({"posterior_cov_trace", "cfm_floor_integrand"} & set(want))
+        cov = any(QUANTITY_INFO[q].between_components for q in want)
         for sl in chunks(n, plan_bytes, self._budget, cpu=False):
             xs = x[sl, ...]
             found = _prune.compute(p, xs, sv.rows(sl, xp), xp, covariance=cov)
